@@ -1,0 +1,29 @@
+# Two entry points: `make run` (the whole loop on the embedded server) and `make test` (install + full suite).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install install-test lint
+
+$(STAMP): requirements.txt requirements-torch.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-torch.txt
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+install: $(STAMP)
+
+install-test: $(STAMP)
+	bash scripts/ensure-chromium.sh
+
+run: $(STAMP)
+	$(PY) -m devstack run
+
+test: install-test
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
