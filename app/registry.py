@@ -1,0 +1,99 @@
+"""The ClearML model registry as the app sees it: the served model is the newest *published* model carrying the
+serving tag (default `production`) in the project; a background watcher swaps in a newer one when it appears.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from classifier.checkpoint import Checkpoint
+from classifier.predict import Predictor
+from clearml import InputModel, Model
+
+from app.model_holder import ModelHolder, ServedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    id: str
+    name: str
+    tags: list[str]
+    published: bool
+    metrics: dict[str, object] = field(default_factory=dict)
+
+
+def find_serving_model(project: str, tag: str) -> Model | None:
+    """Newest published model in `project` tagged `tag`, or None (also when the project does not exist yet)."""
+    try:
+        models = Model.query_models(project_name=project, tags=[tag], only_published=True, max_results=1)
+    except ValueError:  # the SDK's "No projects found when searching for ..."
+        return None
+    return models[0] if models else None
+
+
+def load_model(model_id: str) -> ServedModel:
+    model = InputModel(model_id=model_id)
+    path = model.get_local_copy(raise_on_error=True)
+    checkpoint = Checkpoint.load(path)
+    return ServedModel(model_id=model_id, name=model.name, predictor=Predictor(checkpoint), checkpoint=checkpoint)
+
+
+def model_history(project: str) -> list[RegisteredModel]:
+    """Every model of the project, newest first, with the metrics stored in its metadata."""
+    try:
+        models = Model.query_models(project_name=project)
+    except ValueError:
+        return []
+    return [
+        RegisteredModel(
+            id=model.id,
+            name=model.name,
+            tags=list(model.tags or []),
+            published=bool(model.published),
+            metrics=model.get_all_metadata_casted() or {},
+        )
+        for model in models
+    ]
+
+
+class RegistryWatcher:
+    """Keeps `holder` serving the newest published model with `tag`, polling every `interval_s` seconds."""
+
+    def __init__(self, holder: ModelHolder, project: str, tag: str, interval_s: float):
+        self.holder = holder
+        self.project = project
+        self.tag = tag
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check_once(self) -> bool:
+        """Load and swap in the serving model if it changed; True when a swap happened."""
+        model = find_serving_model(self.project, self.tag)
+        current = self.holder.current()
+        if model is None or (current is not None and current.model_id == model.id):
+            return False
+        served = load_model(model.id)  # the old model keeps serving while the new one loads
+        self.holder.swap(served)
+        log.info("Now serving model %s (%s), classes %s", served.model_id, served.name, served.classes)
+        return True
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="registry-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.check_once()
+            except Exception:  # a registry hiccup must not stop the app from serving the current model
+                log.exception("Checking the model registry failed; keeping model %s", self.holder.current())

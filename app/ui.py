@@ -1,0 +1,247 @@
+"""The Gradio interface over `ClassifierService`, the feedback publisher and the model registry.
+
+HTTP API (gradio_client), stable names:
+- `/predict` (image file) -> (probabilities as a `gr.Label` value, latency in ms)
+- `/feedback` (image file, label) -> message; the label is an existing class or a new one
+- `/publish` () -> message
+- `/served_model` () -> markdown describing the model being served
+Errors (bad image, bad label, no model yet) come back as `gr.Error` messages; nothing is stored for them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+from classifier.images import InvalidImage
+
+from app.labels import InvalidLabel
+from app.model_holder import NoModelYet
+from app.publisher import AutoPublisher, Publisher
+from app.registry import model_history
+from app.service import ClassifierService, Prediction
+
+log = logging.getLogger(__name__)
+
+_USER_ERRORS = (InvalidImage, InvalidLabel, NoModelYet)
+
+
+class ClassifierUI:
+    def __init__(
+        self,
+        service: ClassifierService,
+        publisher: Publisher,
+        *,
+        model_project: str,
+        auto_publisher: AutoPublisher | None = None,
+    ):
+        self.service = service
+        self.publisher = publisher
+        self.model_project = model_project
+        self.auto_publisher = auto_publisher
+
+    # -- handlers (each one an event of the Blocks below) ----------------------------------------------------
+
+    def predict(self, path: str | None) -> tuple[dict[str, float], float, Prediction]:
+        try:
+            prediction = self.service.predict(_read_upload(path))
+        except _USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from None
+        return prediction.probabilities, round(prediction.latency_ms, 1), prediction
+
+    def preview(self, path: str | None):
+        """The image as the model sees it (decoded, EXIF-rotated); nothing when it cannot be decoded."""
+        try:
+            return self.service.decode(_read_upload(path))
+        except (*_USER_ERRORS, gr.Error):
+            return None
+
+    def feedback(self, path: str | None, label: str | None, prediction: Prediction | None = None) -> str:
+        data = _read_upload(path)
+        try:
+            result = self.service.submit_feedback(
+                data, label or "", prediction=prediction, original_name=Path(path).name
+            )
+        except _USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from None
+        item = result.item
+        if not result.created:
+            return f"This image was already stored as **{item.label}** ({item.created_at}); nothing changed."
+        return f"Stored as **{item.label}** (the model said {item.prediction}). Thank you!"
+
+    def confirm(self, path: str | None, prediction: Prediction | None) -> str:
+        if prediction is None:
+            raise gr.Error("Upload an image and get a prediction first.")
+        return self.feedback(path, prediction.top, prediction)
+
+    def publish(self) -> str:
+        try:
+            versions = self.publisher.publish_pending()
+        except Exception as exc:
+            log.exception("Publishing failed")
+            raise gr.Error(f"Publishing failed; the items stay pending and will be retried. ({exc})") from None
+        if not versions:
+            return "Nothing to publish."
+        return f"Published as dataset version(s) {', '.join(versions)}."
+
+    def served_model(self) -> str:
+        served = self.service.holder.current()
+        if served is None:
+            return "**No model is being served yet.** Waiting for a published model with the serving tag."
+        checkpoint = served.checkpoint
+        lines = [
+            f"**Model** `{served.model_id}` ({served.name}), loaded {served.loaded_at}",
+            f"**Classes:** {', '.join(served.classes)}",
+            f"**Backbone:** {checkpoint.backbone} · **dataset version:** `{checkpoint.dataset_id}`",
+        ]
+        if checkpoint.metrics:
+            lines.append("**Metrics:** " + _format_metrics(checkpoint.metrics))
+        return "\n\n".join(lines)
+
+    def label_choices(self):
+        return gr.update(choices=self.service.label_choices())
+
+    def feedback_stats(self) -> tuple[pd.DataFrame, str]:
+        counts = self.service.store.label_counts()
+        rows = [
+            {"label": count.label, "state": state, "items": number}
+            for count in counts
+            for state, number in (("pending", count.pending), ("published", count.published))
+            if number
+        ]
+        frame = pd.DataFrame(rows, columns=["label", "state", "items"])
+        pending = sum(count.pending for count in counts)
+        published = sum(count.published for count in counts)
+        table = ["| label | pending | published |", "|---|---|---|"]
+        table += [f"| {count.label} | {count.pending} | {count.published} |" for count in counts]
+        summary = f"**Feedback:** {pending} pending, {published} published"
+        if self.auto_publisher is not None and self.auto_publisher.last_error:
+            summary += f"\n\nLast automatic publishing attempt failed: {self.auto_publisher.last_error}"
+        return frame, summary + "\n\n" + "\n".join(table)
+
+    def registry_stats(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        served = self.service.holder.current()
+        try:
+            versions = self.publisher.versions()
+            models = model_history(self.model_project)
+        except Exception as exc:  # the server being away must not break the page
+            log.exception("Reading the registry failed")
+            raise gr.Error(f"Could not read datasets and models from ClearML: {exc}") from None
+        version_rows = pd.DataFrame(
+            [[v.id, v.version, v.created, ", ".join(v.parents) or "—", v.files_added] for v in versions],
+            columns=["dataset version", "version", "created", "parents", "files added"],
+        )
+        model_rows = pd.DataFrame(
+            [
+                [
+                    m.id,
+                    m.name,
+                    ", ".join(m.tags),
+                    "yes" if m.published else "no",
+                    "serving" if served is not None and served.model_id == m.id else "",
+                    _format_metrics(m.metrics),
+                ]
+                for m in models
+            ],
+            columns=["model", "name", "tags", "published", "here", "metrics"],
+        )
+        return version_rows, model_rows
+
+    # -- layout ----------------------------------------------------------------------------------------------
+
+    def build(self) -> gr.Blocks:
+        with gr.Blocks(title="Pet classifier", analytics_enabled=False) as demo:
+            gr.Markdown("# Pet classifier\nUpload a photo, check the prediction, and correct it if needed.")
+            prediction_state = gr.State(None)
+            with gr.Tab("Classify"):
+                with gr.Row():
+                    with gr.Column():
+                        upload = gr.File(label="Image", type="filepath", elem_id="upload")
+                        preview = gr.Image(label="As the model sees it", interactive=False, height=240)
+                    with gr.Column():
+                        label = gr.Label(label="Prediction", elem_id="prediction")
+                        latency = gr.Number(label="Latency (ms)", interactive=False, elem_id="latency")
+                        model_info = gr.Markdown(elem_id="served-model")
+                with gr.Group():
+                    gr.Markdown("### Is the prediction right?")
+                    with gr.Row():
+                        confirm_button = gr.Button("Yes, it is correct", elem_id="confirm")
+                    with gr.Row():
+                        class_choice = gr.Dropdown(label="No, it is this class", choices=[], elem_id="class")
+                        class_button = gr.Button("Submit class", elem_id="submit-class")
+                    with gr.Row():
+                        new_label = gr.Textbox(
+                            label="Or a new label (a-z, 0-9, _ and -, up to 32)", elem_id="new-label"
+                        )
+                        new_label_button = gr.Button("Submit new label", elem_id="submit-new-label")
+                    feedback_message = gr.Markdown(elem_id="feedback-message")
+            with gr.Tab("Statistics", elem_id="statistics-tab") as statistics_tab:
+                refresh_button = gr.Button("Refresh")
+                counts_plot = gr.BarPlot(x="label", y="items", color="state", label="Feedback per class")
+                counts_text = gr.Markdown(elem_id="feedback-counts")
+                publish_button = gr.Button("Publish pending feedback as a new dataset version", elem_id="publish")
+                publish_message = gr.Markdown(elem_id="publish-message")
+                gr.Markdown("### Dataset versions")
+                versions_table = gr.Dataframe(interactive=False, wrap=True)
+                gr.Markdown("### Models")
+                models_table = gr.Dataframe(interactive=False, wrap=True)
+
+            stats_outputs = [counts_plot, counts_text]
+            registry_outputs = [versions_table, models_table]
+
+            upload.upload(
+                self.predict, upload, [label, latency, prediction_state], api_name="predict"
+            ).success(self.served_model, None, model_info, show_api=False)
+            upload.upload(self.preview, upload, preview, show_api=False)
+
+            for event in (
+                new_label_button.click(
+                    self.feedback, [upload, new_label, prediction_state], feedback_message, api_name="feedback"
+                ),
+                class_button.click(
+                    self.feedback, [upload, class_choice, prediction_state], feedback_message, show_api=False
+                ),
+                confirm_button.click(self.confirm, [upload, prediction_state], feedback_message, show_api=False),
+            ):
+                event.success(self.feedback_stats, None, stats_outputs, show_api=False).then(
+                    self.label_choices, None, class_choice, show_api=False
+                )
+
+            publish_button.click(self.publish, None, publish_message, api_name="publish").then(
+                self.feedback_stats, None, stats_outputs, show_api=False
+            ).then(self.registry_stats, None, registry_outputs, show_api=False)
+            refresh_button.click(self.feedback_stats, None, stats_outputs, show_api=False).then(
+                self.registry_stats, None, registry_outputs, show_api=False
+            )
+            statistics_tab.select(self.feedback_stats, None, stats_outputs, show_api=False).then(
+                self.registry_stats, None, registry_outputs, show_api=False
+            )
+
+            demo.load(self.served_model, None, model_info, api_name="served_model")
+            demo.load(self.label_choices, None, class_choice, show_api=False)
+            demo.load(self.feedback_stats, None, stats_outputs, show_api=False)
+            gr.Timer(5).tick(self.served_model, None, model_info, show_api=False)
+        return demo
+
+
+def _read_upload(path: str | None) -> bytes:
+    if not path:
+        raise gr.Error("Upload an image first.")
+    return Path(path).read_bytes()
+
+
+def _format_metrics(metrics: dict) -> str:
+    shown = []
+    for key, value in sorted(metrics.items()):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        if isinstance(value, float):
+            value = round(value, 4)
+        shown.append(f"{key}={json.dumps(value) if isinstance(value, (dict, list)) else value}")
+    return ", ".join(shown)

@@ -1,0 +1,58 @@
+"""Classification metrics as plain Python types (JSON-, ClearML- and checkpoint-friendly)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+LOG_LOSS_EPS = 1e-15
+
+
+def classification_metrics(y_true: Sequence[int], probs: np.ndarray, classes: Sequence[str]) -> dict:
+    """Accuracy, macro F1, log loss, per-class precision/recall/F1/support and the confusion matrix.
+
+    `probs[i, c]` is the probability of `classes[c]` for sample i; the prediction is its argmax.
+    Confusion matrix rows are true classes, columns predicted classes. Macro F1 averages over the classes
+    that occur as a true label or a prediction (a class absent from both has no defined F1).
+    """
+    classes = list(classes)
+    y = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if y.ndim != 1 or len(y) == 0:
+        raise ValueError("classification_metrics needs at least one sample.")
+    if probs.shape != (len(y), len(classes)):
+        raise ValueError(f"probs has shape {probs.shape}, expected {(len(y), len(classes))}.")
+    if y.min() < 0 or y.max() >= len(classes):
+        raise ValueError("y_true holds a class index outside the class list.")
+
+    pred = probs.argmax(axis=1)
+    k = len(classes)
+    confusion = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+    true_positive = np.diag(confusion).astype(np.float64)
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    precision = np.divide(true_positive, predicted, out=np.zeros(k), where=predicted > 0)
+    recall = np.divide(true_positive, support, out=np.zeros(k), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
+    present = (support > 0) | (predicted > 0)
+
+    true_prob = np.clip(probs[np.arange(len(y)), y], LOG_LOSS_EPS, 1.0)
+    return {
+        "classes": classes,
+        "num_samples": int(len(y)),
+        "accuracy": float((pred == y).mean()),
+        "macro_f1": float(f1[present].mean()),
+        "log_loss": float(-np.log(true_prob).mean()),
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(classes)
+        },
+        "confusion_matrix": confusion.astype(int).tolist(),
+    }

@@ -1,0 +1,159 @@
+"""Start ``clearml-agent daemon`` processes that run tasks in the current Python environment.
+
+No virtualenv is built and nothing is installed: the agent runs each task with this interpreter
+(``CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1``, ``CLEARML_AGENT_SKIP_PIP_VENV_INSTALL=sys.executable``), so the
+project and clearml must be installed here. Each agent gets its own worker id, HOME (its ``~/.clearml`` caches
+and venv dirs) and log file. Agents ignore SIGTERM, so :meth:`AgentProcess.stop` SIGKILLs the agent's whole
+process group (the daemon and the tasks it started) and waits for it.
+
+    agent = start_agent(server.client_env(), work_dir, queue="services", services_mode=True, create_queue=True)
+    ...
+    agent.stop()
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Variables a parent SDK process sets for its own children; an agent must not inherit them.
+_PARENT_TASK_VARIABLES = (
+    "CLEARML_TASK_ID",
+    "TRAINS_TASK_ID",
+    "CLEARML_PROC_MASTER_ID",
+    "TRAINS_PROC_MASTER_ID",
+    "CLEARML_SIMULATE_REMOTE_TASK",
+    "CLEARML_LOG_TASK_TO_BACKEND",
+)
+
+
+@dataclass
+class AgentProcess:
+    process: subprocess.Popen
+    queue: str
+    worker_id: str
+    log_path: Path
+    home: Path
+    pid: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pid = self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 10) -> None:
+        """SIGKILL the agent's process group (daemon plus the tasks it runs) and wait until it is gone."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while _group_alive(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def agent_env(client_env: dict[str, str], home: Path, worker_id: str, poll_sec: float = 1.0) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _PARENT_TASK_VARIABLES}
+    env.update(client_env)
+    env.update(
+        HOME=str(home),
+        CLEARML_WORKER_ID=worker_id,
+        CLEARML_WORKER_NAME=worker_id,
+        CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL="1",
+        CLEARML_AGENT_SKIP_PIP_VENV_INSTALL=sys.executable,
+        CLEARML_AGENT_QUEUE_POLL_FREQ_SEC=str(poll_sec),
+        CLEARML_AGENT_STATUS_REPORT_FREQ_SEC="5",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def agent_command() -> list[str]:
+    return [sys.executable, "-m", "clearml_agent"]
+
+
+def start_agent(
+    client_env: dict[str, str],
+    work_dir: str | os.PathLike,
+    queue: str = "default",
+    services_mode: bool = False,
+    create_queue: bool = False,
+    worker_id: str | None = None,
+    poll_sec: float = 1.0,
+) -> AgentProcess:
+    """Start ``clearml-agent daemon --queue QUEUE --foreground`` against the server described by ``client_env``.
+
+    ``client_env`` holds the CLEARML_* variables (e.g. ``EmbeddedServer.client_env()``); ``work_dir`` receives
+    the agent's HOME and ``agent-<worker>.log``.
+    """
+    worker_id = worker_id or f"agent-{queue}-{uuid.uuid4().hex[:6]}"
+    work_dir = Path(work_dir).resolve()
+    home = work_dir / worker_id
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = work_dir / f"{worker_id}.log"
+    command = [*agent_command(), "daemon", "--queue", queue, "--foreground"]
+    if services_mode:
+        command.append("--services-mode")
+    if create_queue:
+        command.append("--create-queue")
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            env=agent_env(client_env, home, worker_id, poll_sec),
+            cwd=home,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return AgentProcess(process, queue, worker_id, log_path, home)
+
+
+def execute_task(
+    client_env: dict[str, str], work_dir: str | os.PathLike, task_id: str, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run one task with ``clearml-agent execute --id TASK`` in the current environment (blocking)."""
+    worker_id = f"execute-{task_id[:8]}"
+    home = Path(work_dir).resolve() / worker_id
+    home.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [*agent_command(), "execute", "--id", task_id],
+        env=agent_env(client_env, home, worker_id),
+        cwd=home,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    finally:
+        # The task's own helper processes share the group; none may outlive the call.
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode, output, None)

@@ -1,0 +1,63 @@
+"""Endpoint registry: ``@endpoint("tasks.get_by_id")`` functions take ``(ctx, body)`` and return the data dict."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from ..errors import missing_field
+from ..store import Store
+
+ENDPOINTS: dict[str, Callable[[Context, dict], dict]] = {}
+
+
+@dataclass
+class Context:
+    store: Store
+    user: str
+    worker: str | None
+    server: object  # the LocalServer, for settings such as the files URL
+
+    @property
+    def identity(self) -> dict:
+        return {"user": self.user, "company": COMPANY}
+
+
+COMPANY = "localserver"
+
+
+def endpoint(*names: str):
+    def register(func):
+        for name in names:
+            ENDPOINTS[name] = func
+        return func
+
+    return register
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def require(body: dict, name: str):
+    value = body.get(name)
+    if value is None or value == "":
+        raise missing_field(name)
+    return value
+
+
+def id_list(value) -> list[str]:
+    if value is None:
+        return []
+    return [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)]
+
+
+def load_services() -> None:
+    """Import the service modules so their endpoints register themselves."""
+    from . import events, misc, models, projects, queues, tasks, workers  # noqa: F401

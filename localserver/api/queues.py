@@ -1,0 +1,159 @@
+"""queues.*: named FIFO queues of task ids; ``get_next_task`` pops atomically inside the store transaction."""
+
+from __future__ import annotations
+
+from ..errors import bad_request, invalid_queue, no_default_queue, not_unique
+from ..query import QuerySpec, run_query
+from . import Context, endpoint, id_list, new_id, now, require
+
+SPEC = QuerySpec(
+    list_fields=frozenset({"id", "user"}),
+    pattern_fields=frozenset({"name"}),
+    datetime_fields=frozenset({"created", "last_update"}),
+)
+
+
+def create_queue(ctx: Context, name: str, tags=None, system_tags=None) -> dict:
+    stamp = now()
+    doc = {
+        "id": new_id(),
+        "name": name,
+        "created": stamp,
+        "last_update": stamp,
+        "tags": list(tags or []),
+        "system_tags": list(system_tags or []),
+        "entries": [],
+        "metadata": {},
+        "user": ctx.user,
+        "company": "",
+    }
+    ctx.store.put("queues", doc)
+    return doc
+
+
+def get_queue(ctx: Context, ref) -> dict:
+    """A queue by id only: the SDK relies on a name being refused here before it searches by name."""
+    if not isinstance(ref, str) or not ref:
+        raise invalid_queue(ref)
+    doc = ctx.store.get("queues", ref)
+    if doc is None:
+        raise invalid_queue(ref)
+    return doc
+
+
+def default_queue(ctx: Context) -> dict:
+    for doc in ctx.store.scan("queues"):
+        if "default" in (doc.get("system_tags") or []):
+            return doc
+    raise no_default_queue()
+
+
+def add_task(ctx: Context, queue_id: str, task_id: str) -> None:
+    doc = get_queue(ctx, queue_id)
+    doc["entries"] = [e for e in doc["entries"] if e["task"] != task_id]
+    doc["entries"].append({"task": task_id, "added": now()})
+    doc["last_update"] = now()
+    ctx.store.put("queues", doc)
+
+
+def remove_task(ctx: Context, queue_id: str, task_id: str) -> int:
+    doc = ctx.store.get("queues", queue_id)
+    if doc is None:
+        return 0
+    before = len(doc["entries"])
+    doc["entries"] = [e for e in doc["entries"] if e["task"] != task_id]
+    if len(doc["entries"]) != before:
+        doc["last_update"] = now()
+        ctx.store.put("queues", doc)
+    return before - len(doc["entries"])
+
+
+@endpoint("queues.create")
+def create(ctx: Context, body: dict) -> dict:
+    name = require(body, "name")
+    if ctx.store.find_by_name("queues", name):
+        raise not_unique(f"queue name {name!r} already exists")
+    return {"id": create_queue(ctx, name, body.get("tags"), body.get("system_tags"))["id"]}
+
+
+@endpoint("queues.get_by_id")
+def get_by_id(ctx: Context, body: dict) -> dict:
+    return {"queue": get_queue(ctx, require(body, "queue"))}
+
+
+@endpoint("queues.get_all", "queues.get_all_ex")
+def get_all(ctx: Context, body: dict) -> dict:
+    ids = id_list(body.get("id"))
+    docs = ctx.store.scan("queues", ids=ids or None)
+    if not body.get("search_hidden") and not ids:
+        docs = [d for d in docs if "hidden" not in (d.get("system_tags") or [])]
+    return {"queues": run_query(docs, body, SPEC)}
+
+
+@endpoint("queues.get_default")
+def get_default(ctx: Context, body: dict) -> dict:
+    doc = default_queue(ctx)
+    return {"id": doc["id"], "name": doc["name"]}
+
+
+@endpoint("queues.update")
+def update(ctx: Context, body: dict) -> dict:
+    doc = get_queue(ctx, require(body, "queue"))
+    fields = {k: body[k] for k in ("name", "tags", "system_tags") if body.get(k) is not None}
+    doc.update(fields, last_update=now())
+    ctx.store.put("queues", doc)
+    return {"updated": 1, "fields": fields}
+
+
+@endpoint("queues.delete")
+def delete(ctx: Context, body: dict) -> dict:
+    doc = get_queue(ctx, require(body, "queue"))
+    if doc["entries"] and not body.get("force"):
+        raise bad_request(f"queue {doc['id']} is not empty (use force)")
+    ctx.store.delete("queues", doc["id"])
+    return {"deleted": 1}
+
+
+@endpoint("queues.get_next_task")
+def get_next_task(ctx: Context, body: dict) -> dict:
+    doc = get_queue(ctx, require(body, "queue"))
+    while doc["entries"]:
+        entry = doc["entries"].pop(0)
+        task = ctx.store.get("tasks", entry["task"])
+        if task is None or task.get("status") != "queued":
+            continue  # stale entry: the task was deleted or dequeued elsewhere
+        doc["last_update"] = now()
+        ctx.store.put("queues", doc)
+        result = {"entry": entry}
+        if body.get("get_task_info"):
+            result["task_info"] = {"company": task.get("company", ""), "user": task.get("user")}
+        return result
+    ctx.store.put("queues", doc)
+    return {}
+
+
+@endpoint("queues.add_task")
+def add_task_endpoint(ctx: Context, body: dict) -> dict:
+    add_task(ctx, get_queue(ctx, require(body, "queue"))["id"], require(body, "task"))
+    return {"added": 1}
+
+
+@endpoint("queues.remove_task")
+def remove_task_endpoint(ctx: Context, body: dict) -> dict:
+    return {"removed": remove_task(ctx, get_queue(ctx, require(body, "queue"))["id"], require(body, "task"))}
+
+
+@endpoint("queues.peek_task")
+def peek_task(ctx: Context, body: dict) -> dict:
+    entries = get_queue(ctx, require(body, "queue"))["entries"]
+    return {"task": entries[0]["task"]} if entries else {}
+
+
+@endpoint("queues.get_num_entries")
+def get_num_entries(ctx: Context, body: dict) -> dict:
+    return {"num": len(get_queue(ctx, require(body, "queue"))["entries"])}
+
+
+@endpoint("queues.get_queue_metrics")
+def get_queue_metrics(ctx: Context, body: dict) -> dict:
+    return {"queues": []}

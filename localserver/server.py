@@ -1,0 +1,213 @@
+"""Running the server: :class:`LocalServer` (bound, not yet serving), :class:`EmbeddedServer` (a thread) and
+:func:`start_server_process` (a ``python -m localserver serve`` subprocess)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from . import SERVER_VERSION
+from .api import Context, load_services
+from .api import queues as queues_api
+from .auth import USER_ID, TokenAuthority, load_or_create_credentials
+from .clientconfig import client_env, write_client_config
+from .files import FileStore
+from .httpd import LocalHTTPServer
+from .store import Store
+
+log = logging.getLogger("localserver")
+
+
+class LocalServer:
+    """Opens the store under ``data_dir`` and binds ``host:port`` (0 picks a free port)."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+    ):
+        load_services()
+        self.data_dir = Path(data_dir).resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.data_dir / "localserver.sqlite")
+        self.access_key, self.secret_key = load_or_create_credentials(self.store, access_key, secret_key)
+        self.auth = TokenAuthority(self.store, self.access_key, self.secret_key, SERVER_VERSION)
+        self.files = FileStore(self.data_dir / "files")
+        self._ensure_default_queue()
+        self.httpd = LocalHTTPServer((host, port), self)
+        self.host, self.port = self.httpd.server_address[:2]
+
+    def _ensure_default_queue(self) -> None:
+        with self.store.transaction():
+            ctx = Context(self.store, USER_ID, None, self)
+            if not any("default" in (q.get("system_tags") or []) for q in self.store.scan("queues")):
+                queues_api.create_queue(ctx, "default", system_tags=["default"])
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def files_url(self) -> str:
+        return f"{self.api_url}/files"
+
+    @property
+    def web_url(self) -> str:
+        return self.api_url
+
+    def serve_forever(self) -> None:
+        self.httpd.serve_forever(poll_interval=0.2)
+
+    def close(self) -> None:
+        self.httpd.server_close()
+        self.store.close()
+
+
+class EmbeddedServer:
+    """The server in a background thread of this process.
+
+    >>> with EmbeddedServer(tmp_dir) as server:
+    ...     os.environ.update(server.client_env())
+    """
+
+    def __init__(self, data_dir, host="127.0.0.1", port=0, access_key=None, secret_key=None):
+        self._server = LocalServer(data_dir, host, port, access_key, secret_key)
+        self._thread: threading.Thread | None = None
+        self.data_dir = self._server.data_dir
+        self.access_key, self.secret_key = self._server.access_key, self._server.secret_key
+        self.api_url, self.files_url, self.web_url = (
+            self._server.api_url,
+            self._server.files_url,
+            self._server.web_url,
+        )
+        self.port = self._server.port
+
+    def start(self) -> EmbeddedServer:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="localserver", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._server.close()
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def write_client_config(self, path) -> Path:
+        return write_client_config(path, self.api_url, self.access_key, self.secret_key)
+
+    def client_env(self, config_file=None) -> dict[str, str]:
+        """CLEARML_* variables for clients; writes ``<data_dir>/clearml.conf`` unless ``config_file`` is given."""
+        config_file = Path(config_file) if config_file else self.write_client_config(self.data_dir / "clearml.conf")
+        return client_env(self.api_url, self.access_key, self.secret_key, config_file)
+
+
+class ServerProcess:
+    """A server running as ``python -m localserver serve`` (see :func:`start_server_process`)."""
+
+    def __init__(self, process: subprocess.Popen, data_dir: Path, port: int, access_key: str, secret_key: str):
+        self.process = process
+        self.pid = process.pid
+        self.data_dir = data_dir
+        self.port = port
+        self.access_key, self.secret_key = access_key, secret_key
+        self.api_url = f"http://127.0.0.1:{port}"
+        self.files_url = f"{self.api_url}/files"
+        self.web_url = self.api_url
+
+    def write_client_config(self, path) -> Path:
+        return write_client_config(path, self.api_url, self.access_key, self.secret_key)
+
+    def client_env(self, config_file=None) -> dict[str, str]:
+        config_file = Path(config_file) if config_file else self.write_client_config(self.data_dir / "clearml.conf")
+        return client_env(self.api_url, self.access_key, self.secret_key, config_file)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (durability tests)."""
+        if self.process.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_server_process(
+    data_dir,
+    port: int = 0,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    log_file=None,
+    timeout: float = 30,
+) -> ServerProcess:
+    """Start ``python -m localserver serve`` on 127.0.0.1 and wait until ``auth.login`` answers."""
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ready_file = data_dir / "server-ready.json"
+    ready_file.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "localserver", "serve", "--data-dir", str(data_dir), "--port", str(port)]
+    command += ["--ready-file", str(ready_file)]
+    env = dict(os.environ)
+    if access_key and secret_key:
+        env.update(CLEARML_API_ACCESS_KEY=access_key, CLEARML_API_SECRET_KEY=secret_key)
+    else:
+        env.pop("CLEARML_API_ACCESS_KEY", None)
+        env.pop("CLEARML_API_SECRET_KEY", None)
+    log_handle = open(log_file or data_dir / "server.log", "ab")  # noqa: SIM115 - owned by the child
+    try:
+        process = subprocess.Popen(command, env=env, stdout=log_handle, stderr=subprocess.STDOUT)
+    finally:
+        log_handle.close()
+    deadline = time.monotonic() + timeout
+    while not ready_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            raise RuntimeError(f"localserver did not start (exit code {process.returncode}); see its log")
+        time.sleep(0.05)
+    ready = json.loads(ready_file.read_text())
+    server = ServerProcess(process, data_dir, ready["port"], ready["access_key"], ready["secret_key"])
+    wait_until_ready(server.api_url, server.access_key, server.secret_key, timeout=deadline - time.monotonic())
+    return server
+
+
+def wait_until_ready(api_url: str, access_key: str, secret_key: str, timeout: float = 10) -> None:
+    """Poll a raw ``auth.login`` with a short timeout (an SDK client would retry for minutes instead)."""
+    basic = base64.b64encode(f"{access_key}:{secret_key}".encode()).decode()
+    request = urllib.request.Request(f"{api_url}/auth.login", headers={"Authorization": f"Basic {basic}"})
+    deadline = time.monotonic() + max(timeout, 1)
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (OSError, urllib.error.URLError):
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)

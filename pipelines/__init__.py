@@ -1,0 +1,1 @@
+"""The ClearML retraining pipeline over the registered stage templates."""

@@ -1,0 +1,85 @@
+"""Stage 3: evaluate the candidate model and the production model on the same validation split.
+
+Inputs: `prepare_task_id` (the split), `model_id` (the candidate) and `production_model_id` (empty: the current
+production model; `none`: no comparison). The production model is scored on the classes it knows, and so is the
+candidate for the comparison. Output: the `evaluation` artifact read by register_model, the confusion matrix and
+the per-class table as plots.
+
+    python -m tasks.evaluate --prepare-task-id <id> --model-id <id>
+"""
+
+from __future__ import annotations
+
+from clearml import Task
+
+from tasks import common
+
+DEFAULTS = {"prepare_task_id": "", "model_id": "", "production_model_id": ""}
+
+
+def run(task: Task, params: dict) -> dict:
+    from classifier.evaluate import compare_on_shared_classes, evaluate_checkpoint
+
+    common.require(params, "prepare_task_id", "model_id")
+    manifest = common.load_split(params["prepare_task_id"])
+    root = common.fetch_dataset(manifest.dataset_id)
+    candidate = common.load_checkpoint(params["model_id"])
+    production_id = common.resolve_model_id(params["production_model_id"])
+    if production_id == params["model_id"]:
+        production_id = None
+    if production_id and production_id != params["production_model_id"]:
+        task.set_parameter(f"{common.PARAM_SECTION}/production_model_id", production_id)
+
+    metrics = evaluate_checkpoint(candidate, root, manifest.val)
+    report_metrics(task, "candidate", metrics)
+    evaluation = {
+        "model_id": params["model_id"],
+        "dataset_id": manifest.dataset_id,
+        "classes": list(candidate.classes),
+        "candidate": metrics,
+        "production_model_id": production_id,
+        "shared": None,
+    }
+    if production_id:
+        production = common.load_checkpoint(production_id)
+        on_candidate, on_production, classes = compare_on_shared_classes(candidate, production, root, manifest.val)
+        evaluation["shared"] = {"classes": classes, "candidate": on_candidate, "production": on_production}
+        logger = task.get_logger()
+        for side, values in (("candidate", on_candidate), ("production", on_production)):
+            for name in ("accuracy", "macro_f1"):
+                logger.report_single_value(f"shared classes {side} {name}", values[name])
+    task.upload_artifact(common.EVALUATION_ARTIFACT, artifact_object=evaluation, wait_on_upload=True)
+    print(f"candidate {params['model_id']}: accuracy {metrics['accuracy']:.4f}, compared with {production_id}")
+    return evaluation
+
+
+def report_metrics(task: Task, series: str, metrics: dict) -> None:
+    logger = task.get_logger()
+    classes = list(metrics["classes"])
+    logger.report_confusion_matrix(
+        "confusion matrix",
+        series,
+        matrix=metrics["confusion_matrix"],
+        iteration=0,
+        xaxis="predicted",
+        yaxis="true",
+        xlabels=classes,
+        ylabels=classes,
+        yaxis_reversed=True,
+    )
+    header = ["class", "precision", "recall", "f1", "support"]
+    rows = [[name] + [metrics["per_class"][name][key] for key in header[1:]] for name in classes]
+    logger.report_table("per-class metrics", series, iteration=0, table_plot=[header] + rows)
+    for name in ("accuracy", "macro_f1", "log_loss"):
+        logger.report_single_value(name, metrics[name])
+
+
+def main(argv: list[str] | None = None) -> None:
+    params = common.parse_cli(DEFAULTS, __doc__.split("\n\n")[0], argv)
+    task, params = common.init_stage_task("evaluate", Task.TaskTypes.testing, params)
+    run(task, params)
+    task.close()
+
+
+if __name__ == "__main__":
+    main()

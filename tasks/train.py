@@ -1,0 +1,110 @@
+"""Stage 2: train a classifier on the split of a prepare_data task, warm-started from the production model.
+
+Inputs: `prepare_task_id` (its `split` artifact names the dataset version and the files) and `parent_model_id`
+(empty: the current production model; `none`: start from the backbone alone). New classes in the dataset grow
+the parent's head. Output: an unpublished model (tag `candidate`) with the checkpoint uploaded to the files
+server, labels = class map, metadata = classes, dataset id, parent model id, validation metrics.
+
+    python -m tasks.train --prepare-task-id <id> --mode head --epochs 3
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from clearml import OutputModel, Task
+
+from classifier.train import TrainConfig, train
+from tasks import common
+
+# Fields of TrainConfig that are properties of the machine, not of the experiment.
+LOCAL_FIELDS = ("embedding_cache_dir", "progress")
+DEFAULTS = {
+    "prepare_task_id": "",
+    "parent_model_id": "",
+    **{key: value for key, value in TrainConfig().to_dict().items() if key not in LOCAL_FIELDS},
+}
+
+
+def run(task: Task, params: dict) -> str:
+    common.require(params, "prepare_task_id")
+    manifest = common.load_split(params["prepare_task_id"])
+    root = common.fetch_dataset(manifest.dataset_id)
+    parent_id = common.resolve_model_id(params["parent_model_id"])
+    parent = common.load_checkpoint(parent_id) if parent_id else None
+    if parent_id and parent_id != params["parent_model_id"]:
+        task.set_parameter(f"{common.PARAM_SECTION}/parent_model_id", parent_id)
+
+    settings = {key: value for key, value in params.items() if key not in ("prepare_task_id", "parent_model_id")}
+    try:
+        config = TrainConfig.from_dict(settings | {"embedding_cache_dir": "", "progress": False})
+    except ValueError as error:
+        raise SystemExit(f"invalid training parameters: {error}") from error
+    logger = task.get_logger()
+
+    def on_epoch(epoch: int, metrics: dict) -> None:
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)):
+                split, _, name = key.partition("_")
+                title, series = (name, split) if split in ("train", "val") and name else (key, key)
+                logger.report_scalar(title, series, float(value), iteration=epoch)
+
+    result = train(
+        config,
+        root,
+        manifest.train,
+        manifest.val,
+        manifest.classes,
+        parent=parent,
+        on_epoch=on_epoch,
+        dataset_id=manifest.dataset_id,
+        parent_model_id=parent_id,
+    )
+    checkpoint = result.checkpoint
+    upload_started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "model.pt"
+        checkpoint.save(weights)
+        model = OutputModel(
+            task=task,
+            name=f"classifier-{config.backbone}",
+            framework="PyTorch",
+            label_enumeration={name: index for index, name in enumerate(checkpoint.classes)},
+            tags=[common.CANDIDATE_TAG],
+            comment=f"{len(checkpoint.classes)} classes, dataset {manifest.dataset_id}, parent {parent_id or 'none'}",
+        )
+        model.update_weights(weights_filename=str(weights), auto_delete_file=False, async_enable=False)
+    for name in ("train_seconds", "embedding_seconds"):
+        if name in result.metrics:
+            logger.report_single_value(name, result.metrics[name])
+    logger.report_single_value("upload_seconds", time.perf_counter() - upload_started)
+    common.set_model_metadata(
+        model,
+        {
+            "classes": list(checkpoint.classes),
+            "dataset_id": manifest.dataset_id,
+            "parent_model_id": parent_id or "",
+            "backbone": config.backbone,
+            "mode": config.mode,
+            "val_metrics": _scalars(result.metrics),
+        },
+    )
+    print(f"model {model.id}: classes {list(checkpoint.classes)}, val {_scalars(result.metrics)}")
+    return model.id
+
+
+def _scalars(metrics: dict) -> dict:
+    return {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
+
+
+def main(argv: list[str] | None = None) -> None:
+    params = common.parse_cli(DEFAULTS, __doc__.split("\n\n")[0], argv)
+    task, params = common.init_stage_task("train", Task.TaskTypes.training, params)
+    run(task, params)
+    task.close()
+
+
+if __name__ == "__main__":
+    main()

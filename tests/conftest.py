@@ -1,0 +1,117 @@
+"""Shared fixtures: one ClearML-compatible server per test session, isolated clients, agents that always stop.
+
+Before any test module is imported (``pytest_configure``), this starts ``localserver`` as a subprocess on a free
+127.0.0.1 port with a temporary data dir and points this process at it: the CLEARML_* hosts and keys,
+``CLEARML_CONFIG_FILE`` (low HTTP retries, no waiting on "maintenance", so a broken server fails a test instead
+of hanging it), an isolated ``HOME`` (the SDK's ``~/.clearml`` caches) and ``CLEARML_TASK_NO_REUSE=1``.
+
+The SDK's configuration and its "current task" are process-global. So:
+- quick SDK flows (``Task.init`` ... ``close()``, datasets, model queries) may run in the test process against
+  this server; close every task a test starts;
+- agents, pipeline controllers started with ``start()``, and anything that runs a ``__main__`` script, run in
+  subprocesses (``run_python``, ``start_agent``), which get ``clearml_env`` and are killed by process group.
+
+Fixtures: ``clearml_server`` (a ``localserver.ServerProcess``: ``api_url``, ``files_url``, ``access_key``,
+``secret_key``, ``data_dir``, ``client_env()``), ``clearml_env`` (the CLEARML_* dict for subprocesses),
+``start_agent`` (factory; see ``devstack.agents.start_agent``) and ``run_python`` (runs a script file with the
+client environment, killing its process group afterwards).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# pytest puts tests/ on sys.path for this file, where tests/localserver, tests/app, ... would shadow the project's
+# packages as namespace packages; the repository root must come first.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from devstack import agents  # noqa: E402
+from localserver import start_server_process  # noqa: E402
+
+_session: dict = {}
+
+
+def pytest_configure(config):
+    if _session:
+        return
+    root = Path(tempfile.mkdtemp(prefix="clearml-tests-"))
+    for key in [k for k in os.environ if k.startswith(("CLEARML_", "TRAINS_"))]:
+        del os.environ[key]
+    server = start_server_process(root / "server", port=0)
+    home = root / "home"
+    home.mkdir()
+    env = server.client_env(config_file=server.write_client_config(root / "clearml.conf"))
+    os.environ.update(env, HOME=str(home), CLEARML_TASK_NO_REUSE="1")
+    _session.update(root=root, server=server, env=env)
+
+
+def pytest_unconfigure(config):
+    if _session:
+        _session["server"].stop()
+        shutil.rmtree(_session["root"], ignore_errors=True)
+        _session.clear()
+
+
+@pytest.fixture(scope="session")
+def clearml_server():
+    server = _session["server"]
+    if server.process.poll() is not None:
+        pytest.fail(f"the session's localserver exited; see {server.data_dir / 'server.log'}")
+    return server
+
+
+@pytest.fixture(scope="session")
+def clearml_env(clearml_server) -> dict[str, str]:
+    """The client variables for subprocesses (hosts, keys, config file, HOME, no task reuse)."""
+    return {k: os.environ[k] for k in (*_session["env"], "HOME", "CLEARML_TASK_NO_REUSE")}
+
+
+@pytest.fixture
+def start_agent(clearml_env, tmp_path):
+    """``start_agent(queue="default", services_mode=False, create_queue=False)``; all are SIGKILLed at the end."""
+    started: list[agents.AgentProcess] = []
+
+    def start(queue: str = "default", **options) -> agents.AgentProcess:
+        agent = agents.start_agent(clearml_env, tmp_path / "agents", queue=queue, **options)
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.stop()
+
+
+@pytest.fixture
+def run_python(clearml_env):
+    """``run_python(script, *args, timeout=..., env=...)`` -> CompletedProcess; its process group is killed."""
+
+    def run(script, *args, timeout: float = 180, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+        full_env = {**os.environ, **clearml_env, **(env or {})}
+        process = subprocess.Popen(
+            [sys.executable, str(script), *map(str, args)],
+            env=full_env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        finally:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
+        return subprocess.CompletedProcess(process.args, process.returncode, output, None)
+
+    return run

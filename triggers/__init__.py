@@ -1,0 +1,1 @@
+"""ClearML TriggerScheduler that retrains on every new version of the feedback dataset."""
