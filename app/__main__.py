@@ -17,24 +17,27 @@ from app.publisher import AutoPublisher, Publisher
 from app.registry import RegistryWatcher
 from app.service import ClassifierService, Limits
 from app.ui import ClassifierUI
+from tasks.common import DATASET_NAME, DATASET_PROJECT, PRODUCTION_TAG, PROJECT
 
 log = logging.getLogger("app")
-
-DEFAULT_PROJECT = "cats-vs-dogs"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.splitlines()[0])
-    parser.add_argument("--project", default=DEFAULT_PROJECT, help="ClearML project that holds the models")
-    parser.add_argument("--model-tag", default="production", help="serve the newest published model with this tag")
-    parser.add_argument("--dataset-project", default=None, help="ClearML project of the dataset (default: --project)")
-    parser.add_argument("--dataset-name", default="pets", help="dataset that receives the feedback versions")
+    # Defaults are the names the training pipeline uses, so the app serves what it registers.
+    parser.add_argument("--project", default=PROJECT, help="ClearML project that holds the models")
+    parser.add_argument("--model-tag", default=PRODUCTION_TAG, help="serve the newest published model with this tag")
+    parser.add_argument("--dataset-project", default=DATASET_PROJECT, help="ClearML project of the dataset")
+    parser.add_argument("--dataset-name", default=DATASET_NAME, help="dataset that receives the feedback versions")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--poll-interval", type=float, default=30.0, help="seconds between registry checks")
     parser.add_argument("--publish-every-n", type=int, default=20, help="publish at N unpublished items (0: off)")
     parser.add_argument(
-        "--publish-every-minutes", type=float, default=60.0, help="publish when the oldest item waited this long (0: off)"
+        "--publish-every-minutes",
+        type=float,
+        default=60.0,
+        help="publish when the oldest item waited this long (0: off)",
     )
     parser.add_argument("--data-dir", type=Path, default=Path(".data/app"), help="where feedback is stored")
     parser.add_argument("--max-upload-mb", type=float, default=10.0, help="upload size limit")
@@ -50,7 +53,7 @@ def build(args: argparse.Namespace):
     )
     store = FeedbackStore(args.data_dir)
     service = ClassifierService(holder, store, Limits(max_bytes=int(args.max_upload_mb * 2**20)))
-    publisher = Publisher(store, args.dataset_project or args.project, args.dataset_name, output_uri=args.output_uri)
+    publisher = Publisher(store, args.dataset_project, args.dataset_name, output_uri=args.output_uri)
     auto_publisher = AutoPublisher(publisher, args.publish_every_n, args.publish_every_minutes)
     watcher = RegistryWatcher(holder, args.project, args.model_tag, args.poll_interval)
     ui = ClassifierUI(service, publisher, model_project=args.project, auto_publisher=auto_publisher)

@@ -31,9 +31,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from classifier.images import sha256_bytes
-
 from app.labels import normalize_label
+from classifier.images import sha256_bytes
 
 log = logging.getLogger(__name__)
 

@@ -95,7 +95,6 @@ class Publisher:
             dataset_name=self.name,
             dataset_project=self.project,
             parent_datasets=[parent] if parent else None,
-            output_uri=self.output_uri,
             description=f"{len(batch.items)} feedback item(s) from the app, batch {batch.id}",
         )
         batch = self.store.record_draft(batch, dataset.id)
@@ -110,11 +109,33 @@ class Publisher:
             dataset.add_files(path=str(staging))
             dataset.upload(show_progress=False, output_url=self.output_uri)
             dataset.finalize()
+        except Exception:
+            _abandon_draft(dataset)
+            raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         self.store.mark_published(batch, dataset.id)
-        log.info("Published %d feedback item(s) as dataset version %s (parent %s)", len(batch.items), dataset.id, parent)
+        log.info(
+            "Published %d feedback item(s) as dataset version %s (parent %s)", len(batch.items), dataset.id, parent
+        )
         return dataset.id
+
+
+def _abandon_draft(dataset: Dataset) -> None:
+    """Mark a draft that failed as failed and stop the SDK's keep-alive threads for it.
+
+    clearml 2.1.12 keeps pinging an unfinalized dataset's task and flushing its log at interpreter exit, with no
+    public way to stop either; left running, they retry forever once the server is gone. The retry builds a fresh
+    version, so the draft is never finalized.
+    """
+    try:
+        dataset._task.mark_failed(status_reason="feedback upload failed; retried as a new version", force=True)
+        dataset._task.close()
+    except Exception:
+        log.exception("Could not mark the failed draft %s as failed", dataset.id)
+    if dataset._task_pinger is not None:
+        dataset._task_pinger.unregister()
+        dataset._task_pinger = None
 
 
 def _is_finalized(dataset_id: str) -> bool:

@@ -4,15 +4,16 @@ serving tag (default `production`) in the project; a background watcher swaps in
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass, field
 
-from classifier.checkpoint import Checkpoint
-from classifier.predict import Predictor
 from clearml import InputModel, Model
 
 from app.model_holder import ModelHolder, ServedModel
+from classifier.checkpoint import Checkpoint
+from classifier.predict import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,20 @@ def model_history(project: str) -> list[RegisteredModel]:
             name=model.name,
             tags=list(model.tags or []),
             published=bool(model.published),
-            metrics=model.get_all_metadata_casted() or {},
+            metrics={key: _decoded(value) for key, value in (model.get_all_metadata_casted() or {}).items()},
         )
         for model in models
     ]
+
+
+def _decoded(value: object) -> object:
+    """The training pipeline stores metadata values as JSON text; show them as the values they encode."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 class RegistryWatcher:

@@ -10,6 +10,11 @@ import io
 import time
 from dataclasses import dataclass
 
+from PIL import Image
+
+from app.feedback_store import AddResult, FeedbackStore
+from app.labels import normalize_label
+from app.model_holder import ModelHolder
 from classifier.images import (
     ALLOWED_FORMATS,
     DEFAULT_MAX_BYTES,
@@ -18,11 +23,6 @@ from classifier.images import (
     decode_image,
     sha256_bytes,
 )
-from PIL import Image
-
-from app.feedback_store import AddResult, FeedbackStore
-from app.labels import normalize_label
-from app.model_holder import ModelHolder
 
 _EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "WEBP": "webp", "TIFF": "tif"}
 

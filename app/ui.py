@@ -10,19 +10,18 @@ Errors (bad image, bad label, no model yet) come back as `gr.Error` messages; no
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
-from classifier.images import InvalidImage
 
 from app.labels import InvalidLabel
 from app.model_holder import NoModelYet
 from app.publisher import AutoPublisher, Publisher
 from app.registry import model_history
 from app.service import ClassifierService, Prediction
+from classifier.images import InvalidImage
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +152,8 @@ class ClassifierUI:
     # -- layout ----------------------------------------------------------------------------------------------
 
     def build(self) -> gr.Blocks:
-        with gr.Blocks(title="Pet classifier", analytics_enabled=False) as demo:
+        # delete_cache: uploads Gradio keeps in its cache are removed after an hour (the store has its own copy).
+        with gr.Blocks(title="Pet classifier", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
             gr.Markdown("# Pet classifier\nUpload a photo, check the prediction, and correct it if needed.")
             prediction_state = gr.State(None)
             with gr.Tab("Classify"):
@@ -192,9 +192,9 @@ class ClassifierUI:
             stats_outputs = [counts_plot, counts_text]
             registry_outputs = [versions_table, models_table]
 
-            upload.upload(
-                self.predict, upload, [label, latency, prediction_state], api_name="predict"
-            ).success(self.served_model, None, model_info, show_api=False)
+            upload.upload(self.predict, upload, [label, latency, prediction_state], api_name="predict").success(
+                self.served_model, None, model_info, show_api=False
+            )
             upload.upload(self.preview, upload, preview, show_api=False)
 
             for event in (
@@ -234,14 +234,10 @@ def _read_upload(path: str | None) -> bytes:
 
 
 def _format_metrics(metrics: dict) -> str:
+    """The scalar metrics, briefly; per-class tables and confusion matrices are left to the ClearML UI."""
     shown = []
     for key, value in sorted(metrics.items()):
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                pass
-        if isinstance(value, float):
-            value = round(value, 4)
-        shown.append(f"{key}={json.dumps(value) if isinstance(value, (dict, list)) else value}")
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            continue
+        shown.append(f"{key}={round(value, 4) if isinstance(value, float) else value}")
     return ", ".join(shown)

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import math
 import random
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from classifier.backbones import DEFAULT_BACKBONE, get_spec
@@ -319,15 +318,20 @@ def _train_head(config, model, root, train_files, val_files, classes, input_size
 
     head = model.head.to(device)
     x_train_t, x_val_t = torch.from_numpy(x_train).to(device), torch.from_numpy(x_val).to(device)
+    y_train = y_train.to(device)
     generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(
-        TensorDataset(x_train_t, y_train.to(device)), batch_size=config.batch_size, shuffle=True, generator=generator
-    )
     optimizer = torch.optim.Adam(head.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
     loss_fn = nn.CrossEntropyLoss()
+    batches_per_pass = math.ceil(len(train_files) / config.batch_size)
+    passes = max(1, math.ceil(config.head_min_steps / (config.epochs * batches_per_pass)))
 
-    passes = max(1, math.ceil(config.head_min_steps / (config.epochs * len(loader))))
+    def shuffled_batches():
+        # Indexing whole batches of in-memory tensors; a DataLoader would fetch and collate row by row.
+        for _ in range(passes):
+            order = torch.randperm(len(train_files), generator=generator).to(device)
+            for batch in order.split(config.batch_size):
+                yield x_train_t[batch], y_train[batch]
 
     history, probs = [], None
     for epoch in range(1, config.epochs + 1):
@@ -335,7 +339,7 @@ def _train_head(config, model, root, train_files, val_files, classes, input_size
         loss_sum, correct, seen = 0.0, 0, 0
         lr = optimizer.param_groups[0]["lr"]
         started = time.perf_counter()
-        for features, targets in itertools.chain.from_iterable(loader for _ in range(passes)):
+        for features, targets in shuffled_batches():
             logits = head(features)
             loss = loss_fn(logits, targets)
             optimizer.zero_grad(set_to_none=True)

@@ -26,6 +26,7 @@ PIPELINE_NAME = "retrain"
 DEFAULT_TRAIN_QUEUE = "gpu"
 DEFAULT_QUEUE = "default"
 SERVICES_QUEUE = "services"
+PIPELINE_PROJECT = f"{common.PROJECT}/.pipelines/{PIPELINE_NAME}"  # where the SDK keeps the controller and runs
 REGISTERED_TAG = "registered"
 CONTROLLER_ENTRY = "pipelines.retrain:run_controller"
 # Minutes between the controller's status checks; tests and the benchmark lower it through the environment.
@@ -47,6 +48,7 @@ def build_pipeline(**values) -> PipelineController:
     Under an agent the parameters come from the controller task instead (edited in the UI, or set by the
     trigger), and the queues are read from them before the steps are added.
     """
+    common.standalone_code()
     pipe = PipelineController(
         name=PIPELINE_NAME,
         project=common.PROJECT,
@@ -57,7 +59,11 @@ def build_pipeline(**values) -> PipelineController:
     )
     for name, (default, description) in PARAMETERS.items():
         pipe.add_parameter(name, values.get(name, default), description)
-    stored = pipe.task.get_parameters_as_dict().get("Args", {}) if not Task.running_locally() else {}
+    stored = {}
+    if not Task.running_locally():
+        stored = pipe.task.get_parameters_as_dict().get("Args", {})
+        # A run is a clone of the registered draft and inherits its tag; only the draft keeps it.
+        pipe.task.set_tags([tag for tag in pipe.task.get_tags() or [] if tag != REGISTERED_TAG])
     args = {name: stored.get(name) or values.get(name, default) for name, (default, _) in PARAMETERS.items()}
 
     template = {"base_task_project": common.TEMPLATE_PROJECT}
@@ -122,6 +128,10 @@ def register(**values) -> str:
     pipe = build_pipeline(**values)
     pipe.create_draft()
     common.set_literal_script(pipe.task, CONTROLLER_ENTRY, "retrain_pipeline.py")
+    # The SDK also records this command's own arguments under Args; only the pipeline parameters belong there.
+    for key in pipe.task.get_parameters():
+        if key.startswith("Args/") and key[len("Args/") :] not in PARAMETERS:
+            pipe.task.delete_parameter(key)
     pipe.task.add_tags([REGISTERED_TAG])
     return pipe.task.id
 
@@ -129,9 +139,7 @@ def register(**values) -> str:
 def registered_pipeline_id() -> str | None:
     """The draft controller that `register` stored, if any (the oldest draft with the registered tag: clones
     inherit the tag, so a clone that is not enqueued yet looks the same, only newer)."""
-    drafts = common.find_tasks(
-        f"{common.PROJECT}/.pipelines/{PIPELINE_NAME}", None, statuses=["created"], tags=[REGISTERED_TAG]
-    )
+    drafts = common.find_tasks(PIPELINE_PROJECT, None, statuses=["created"], tags=[REGISTERED_TAG])
     return drafts[-1].id if drafts else None
 
 
@@ -141,7 +149,6 @@ def enqueue_run(dataset_id: str, queue: str = SERVICES_QUEUE, **values) -> str:
     if not template_id:
         raise SystemExit("no registered pipeline: run `python -m pipelines.retrain register` first")
     run = Task.clone(source_task=template_id, name=PIPELINE_NAME)
-    run.set_tags([tag for tag in run.get_tags() or [] if tag != REGISTERED_TAG])
     run.set_parameters({"Args/dataset_id": dataset_id, **{f"Args/{k}": v for k, v in values.items()}})
     Task.enqueue(run, queue_name=queue)
     return run.id

@@ -63,6 +63,9 @@ def init_stage_task(stage: str, task_type: str, params: dict[str, Any]) -> tuple
         auto_connect_frameworks=False,
         auto_resource_monitoring=False,
     )
+    if not task.output_uri:
+        # Under an agent `output_uri=True` above is ignored; a model must still reach the files server.
+        task.output_uri = True
     connected = task.connect(dict(params), name=PARAM_SECTION)
     return task, {name: _typed(connected.get(name, default), default) for name, default in params.items()}
 
@@ -237,16 +240,14 @@ def set_literal_script(task: Task, entry: str, entry_point: str) -> None:
 def find_tasks(
     project: str, name: str | None, statuses: list[str] | None = None, tags: list[str] | None = None
 ) -> list[Task]:
-    """Tasks in `project` named exactly `name` (any name if None), optionally filtered, newest first."""
-    task_filter: dict[str, Any] = {"order_by": ["-created"], "search_hidden": True}
+    """Tasks in `project` (hidden projects included) named exactly `name` (any name if None), newest first."""
+    project_id = Task.get_project_id(project, search_hidden=True)
+    if not project_id:
+        return []
+    task_filter: dict[str, Any] = {"project": [project_id], "order_by": ["-created"], "search_hidden": True}
     if statuses:
         task_filter["status"] = statuses
-    try:
-        return Task.get_tasks(
-            project_name=project, task_name=f"^{name}$" if name else None, tags=tags, task_filter=task_filter
-        )
-    except ValueError:
-        return []
+    return Task.get_tasks(task_name=f"^{name}$" if name else None, tags=tags, task_filter=task_filter)
 
 
 def load_split(prepare_task_id: str):

@@ -76,6 +76,8 @@ def run(task: Task, params: dict) -> str:
             comment=f"{len(checkpoint.classes)} classes, dataset {manifest.dataset_id}, parent {parent_id or 'none'}",
         )
         model.update_weights(weights_filename=str(weights), auto_delete_file=False, async_enable=False)
+    # Steps cloned by a pipeline live in its hidden project; the model registry is the main project.
+    model.project = Task.get_project_id(common.PROJECT)
     for name in ("train_seconds", "embedding_seconds"):
         if name in result.metrics:
             logger.report_single_value(name, result.metrics[name])

@@ -68,6 +68,7 @@ def build_scheduler(pipeline_id: str, poll_minutes: float, queue: str = retrain.
 
 def _scheduler_task(settings: dict) -> tuple[Task, dict]:
     """The scheduler's own task (under an agent: the task being executed) and its connected settings."""
+    common.standalone_code()
     task = Task.init(
         project_name=common.PROJECT,
         task_name=SCHEDULER_NAME,

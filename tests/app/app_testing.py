@@ -10,18 +10,20 @@ import struct
 import zlib
 from pathlib import Path
 
-from classifier.checkpoint import Checkpoint
-from classifier.predict import Predictor
-from classifier.synthetic import make_image
 from PIL import Image
 
 from app.model_holder import ServedModel
+from classifier.checkpoint import Checkpoint
+from classifier.predict import Predictor
+from classifier.synthetic import make_image
 
 UPLOAD_LIMIT_MB = 1.0
 
 
 def served(checkpoint: Checkpoint, model_id: str) -> ServedModel:
-    return ServedModel(model_id=model_id, name=f"test {model_id}", predictor=Predictor(checkpoint), checkpoint=checkpoint)
+    return ServedModel(
+        model_id=model_id, name=f"test {model_id}", predictor=Predictor(checkpoint), checkpoint=checkpoint
+    )
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 from app_testing import UPLOAD_LIMIT_MB, launch, served
+
+from app.__main__ import build, parse_args
 from classifier.checkpoint import Checkpoint
 from classifier.data import scan_folder
 from classifier.synthetic import make_image_folder
 from classifier.train import TrainConfig, train
-
-from app.__main__ import build, parse_args
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from app_testing import UPLOAD_LIMIT_MB, encode, image_bytes, png_header_only
-from classifier.images import InvalidImage, sha256_bytes
-from classifier.synthetic import make_image
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
+
+from classifier.images import InvalidImage, sha256_bytes
+from classifier.synthetic import make_image
 
 
 def upload(tmp_path, data: bytes, name: str = "upload.png"):

@@ -7,11 +7,11 @@ import sys
 import threading
 
 import pytest
-from classifier.images import sha256_bytes
-from classifier.synthetic import make_image
 
 from app.feedback_store import FeedbackStore
 from app.labels import InvalidLabel
+from classifier.images import sha256_bytes
+from classifier.synthetic import make_image
 
 
 def png_bytes(class_name: str, index: int) -> bytes:
@@ -141,9 +141,7 @@ for index in range(10_000):
 
 
 def test_every_acknowledged_item_survives_a_kill(tmp_path):
-    writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True
-    )
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     acknowledged = [writer.stdout.readline().strip() for _ in range(40)]
     os.kill(writer.pid, signal.SIGKILL)
     writer.wait()

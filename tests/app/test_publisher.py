@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from app_testing import image_bytes
-from clearml import Dataset
+from clearml import Dataset, Task
 
 from app.feedback_store import FeedbackStore
 from app.publisher import AutoPublisher, Publisher
@@ -70,6 +70,7 @@ def test_failed_upload_loses_nothing_and_the_retry_publishes_each_item_once(clea
         broken.publish_pending()
     draft = store.open_batch().dataset_id
     assert draft is not None and store.unpublished_count() == 2
+    assert Task.get_task(task_id=draft).get_status() == "failed"
 
     restarted = FeedbackStore(store.root)  # the retry also survives an app restart
     (v2,) = Publisher(restarted, project, "pets").publish_pending()

@@ -48,6 +48,15 @@ def test_full_training_is_reproducible_for_a_seed(cat_dog, small_config):
     assert not torch.equal(first["head.weight"], other.checkpoint.state_dict["head.weight"])
 
 
+def test_augmentation_in_loader_workers_is_reproducible(cat_dog, small_config):
+    root, manifest = cat_dog
+    config = small_config(mode="full", epochs=1, num_workers=2)
+    first, second = (
+        train(config, root, manifest.train[:24], [], manifest.classes).checkpoint.state_dict for _ in range(2)
+    )
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
 def test_on_epoch_receives_every_epoch(cat_dog, small_config):
     root, manifest = cat_dog
     seen = []

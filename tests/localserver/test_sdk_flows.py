@@ -30,10 +30,10 @@ def test_training_run_with_scalars_artifact_and_published_model(clearml_server, 
     weights = tmp_path / "model.bin"
     weights.write_bytes(b"weights" * 1000)
     published = OutputModel(task=task, name="classifier", framework="PyTorch", tags=["production"])
-    published.update_weights(str(weights))
+    published.update_weights(str(weights), auto_delete_file=False)
     published.publish()
     draft = OutputModel(task=task, name="classifier-draft", framework="PyTorch", tags=["production"])
-    draft.update_weights(str(weights))
+    draft.update_weights(str(weights), auto_delete_file=False)
     task_id = task.id
     task.close()
 

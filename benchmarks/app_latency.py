@@ -1,0 +1,238 @@
+"""App latency and feedback durability, measured on a running app.
+
+    python benchmarks/app_latency.py                       # EfficientNet-Lite0, 224 px, CPU
+    python benchmarks/app_latency.py --checkpoint model.pt --runs 100
+
+1. Predict latency, batch 1, on one image: a bare model forward in this process (preprocessing + forward, as
+   `Predictor.predict` does it) vs. the same image through the running app's HTTP API (`gradio_client`,
+   `/predict`). Goal: app / bare <= 1.2. Also printed: the forward alone on a ready tensor, the time the app
+   itself reports (decode + predict), and the round trip of an endpoint that does no work (`/served_model`),
+   which is what Gradio's queue and the client add to every call.
+2. 50 feedback submissions (distinct images) from 8 concurrent `gradio_client` clients; afterwards the feedback
+   store on disk must hold every acknowledged item with its exact bytes.
+
+The app runs in a subprocess built exactly as `python -m app` builds it, serving the checkpoint directly (no
+ClearML server is involved in either measurement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def _percentiles(samples_ms: list[float]) -> str:
+    ordered = sorted(samples_ms)
+    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    return f"median {statistics.median(ordered):7.1f} ms   p90 {p90:7.1f} ms"
+
+
+def _timed(function, runs: int, warmup: int = 5) -> list[float]:
+    for _ in range(warmup):
+        function()
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        function()
+        samples.append((time.perf_counter() - started) * 1000.0)
+    return samples
+
+
+def _photo_like_jpeg(seed: int, size: tuple[int, int] = (500, 375)) -> bytes:
+    """A PetImages-sized JPEG with smooth structure and noise (compresses like a photo, unlike pure noise)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0 : size[1], 0 : size[0]]
+    base = np.stack([np.sin(x / rng.uniform(8, 40) + c) * np.cos(y / rng.uniform(8, 40)) for c in range(3)], -1)
+    pixels = np.clip((base * 80 + 128) + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _default_checkpoint(path: Path) -> Path:
+    from classifier.checkpoint import Checkpoint
+    from classifier.model import build_model
+
+    model = build_model("efficientnet_lite0", 3, pretrained=True)
+    return Checkpoint.from_model(model, ["cat", "dog", "rabbit"], 224).save(path)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def serve(checkpoint: Path, data_dir: Path, port: int) -> None:
+    """The app as `python -m app` builds it, serving `checkpoint` instead of a registry model."""
+    from app.__main__ import build, parse_args
+    from app.model_holder import ServedModel
+    from classifier.checkpoint import Checkpoint
+    from classifier.predict import Predictor
+
+    ui, _, _ = build(parse_args(["--data-dir", str(data_dir), "--port", str(port)]))
+    loaded = Checkpoint.load(checkpoint)
+    ui.service.holder.swap(ServedModel("benchmark", checkpoint.name, Predictor(loaded), loaded))
+    demo = ui.build()
+    demo.queue(default_concurrency_limit=8)
+    demo.launch(server_name="127.0.0.1", server_port=port, quiet=True, show_error=True)
+
+
+def _start_app(checkpoint: Path, data_dir: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    command = [sys.executable, __file__, "--serve", str(checkpoint), "--data-dir", str(data_dir), "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    from gradio_client import Client
+
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            Client(url, verbose=False)
+            return process, url
+        except Exception:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("the app did not start") from None
+            time.sleep(0.5)
+
+
+def latency(args, checkpoint: Path, url: str, work: Path) -> None:
+    from gradio_client import Client, handle_file
+
+    from classifier.checkpoint import Checkpoint
+    from classifier.images import decode_image
+    from classifier.predict import Predictor
+
+    data = _photo_like_jpeg(0)
+    image_path = work / "photo.jpg"
+    image_path.write_bytes(data)
+    predictor = Predictor(Checkpoint.load(checkpoint))
+    image = decode_image(data)
+    tensor = predictor.transform(image).unsqueeze(0)
+
+    def forward_only():
+        with torch.inference_mode():
+            predictor.model(tensor)
+
+    bare = _timed(lambda: predictor.predict(image), args.runs)
+    forward = _timed(forward_only, args.runs)
+
+    client = Client(url, verbose=False)
+    reported: list[float] = []
+
+    def through_app():
+        _, latency_ms = client.predict(handle_file(str(image_path)), api_name="/predict")
+        reported.append(latency_ms)
+
+    app = _timed(through_app, args.runs)
+    reported = reported[-args.runs :]
+    no_op = _timed(lambda: client.predict(api_name="/served_model"), args.runs)
+
+    print(f"Predict latency, batch 1, {args.runs} runs, {image.size[0]}x{image.size[1]} JPEG ({len(data)} bytes)")
+    print(f"  bare model (preprocess + forward)      {_percentiles(bare)}")
+    print(f"  forward only (tensor ready)            {_percentiles(forward)}")
+    print(f"  app via gradio_client /predict         {_percentiles(app)}")
+    print(f"    of which inside the app (decode+predict, as reported) {_percentiles(reported)}")
+    print(f"  gradio_client round trip, no work       {_percentiles(no_op)}")
+    ratio = statistics.median(app) / statistics.median(bare)
+    inside = statistics.median(reported) / statistics.median(bare)
+    print(f"  ratio app / bare (medians): {ratio:.2f}  (goal <= 1.2)")
+    print(f"  ratio inside the app / bare: {inside:.2f}")
+
+
+def feedback(args, url: str, data_dir: Path, work: Path) -> None:
+    from gradio_client import Client, handle_file
+
+    from app.feedback_store import FeedbackStore
+
+    labels = ["cat", "dog", "rabbit"]
+    submissions = []
+    for index in range(args.submissions):
+        path = work / f"feedback_{index}.jpg"
+        path.write_bytes(_photo_like_jpeg(1000 + index, size=(320, 240)))
+        submissions.append((path, labels[index % len(labels)]))
+    acknowledged, errors = [], []
+    lock = threading.Lock()
+
+    def client_loop(worker: int):
+        client = Client(url, verbose=False)
+        for path, label in submissions[worker :: args.clients]:
+            try:
+                message = client.predict(handle_file(str(path)), label, api_name="/feedback")
+                with lock:
+                    acknowledged.append((path, label, message))
+            except Exception as exc:
+                with lock:
+                    errors.append(f"{path.name}: {exc}")
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client_loop, args=(worker,)) for worker in range(args.clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+
+    stored = {item.sha256: item for item in FeedbackStore(data_dir).items()}
+    from classifier.images import sha256_bytes
+
+    lost = [
+        path.name
+        for path, label, _ in acknowledged
+        if (item := stored.get(sha256_bytes(path.read_bytes()))) is None
+        or item.label != label
+        or FeedbackStore(data_dir).image_path(item).read_bytes() != path.read_bytes()
+    ]
+    print(
+        f"Feedback: {args.submissions} submissions from {args.clients} concurrent clients in {elapsed:.1f} s "
+        f"({args.submissions / elapsed:.1f}/s): {len(acknowledged)} acknowledged, {len(stored)} stored, "
+        f"{len(lost)} lost, {len(errors)} errors"
+    )
+    for error in errors[:5]:
+        print(f"  error: {error}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, help="classifier checkpoint (default: EfficientNet-Lite0)")
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--submissions", type=int, default=50)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.data_dir, args.port)
+        return
+
+    print(f"CPU cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, torch {torch.__version__}")
+    with tempfile.TemporaryDirectory(prefix="app-latency-") as tmp:
+        work = Path(tmp)
+        checkpoint = args.checkpoint or _default_checkpoint(work / "model.pt")
+        data_dir = work / "feedback"
+        process, url = _start_app(checkpoint, data_dir)
+        try:
+            latency(args, checkpoint, url, work)
+            feedback(args, url, data_dir, work)
+        finally:
+            process.kill()
+            process.wait()
+
+
+if __name__ == "__main__":
+    main()

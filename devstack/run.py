@@ -1,0 +1,239 @@
+"""The whole loop in one command: server, agents, registered tasks, pipeline, trigger and app.
+
+    python -m devstack run [--data-dir .data] [--server-port 8008] [--app-port 7860]
+
+Uses the embedded server unless a real ClearML server is configured (CLEARML_API_HOST, CLEARML_CONFIG_FILE or
+~/clearml.conf), in which case it changes nothing about the server and only starts local agents (unless
+--no-agents), registers what is missing and serves the app. Every step is idempotent, so a second run reuses
+the data dir. Ctrl-C stops every process this command started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+from devstack.agents import AgentProcess, start_agent
+
+SERVICES_QUEUE = "services"
+WORKER_QUEUES = ("default", "gpu")
+
+
+def log(message: str) -> None:
+    print(f"[devstack {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def real_server_configured() -> bool:
+    if os.environ.get("CLEARML_API_HOST") or os.environ.get("CLEARML_CONFIG_FILE"):
+        return True
+    return any((Path.home() / name).exists() for name in ("clearml.conf", ".clearml.conf"))
+
+
+def kill_tree(pid: int, timeout: float = 10) -> None:
+    """SIGKILL a process and every descendant (agents, controllers and schedulers ignore SIGTERM)."""
+    try:
+        root = psutil.Process(pid)
+        family = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for process in family:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=timeout)
+
+
+class Stack:
+    """The processes this command started, stopped together on exit."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.client_env: dict[str, str] = {}
+        self.server = None
+        self.agents: list[AgentProcess] = []
+        self.app: subprocess.Popen | None = None
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **self.client_env, "PYTHONUNBUFFERED": "1"}
+
+    def step(self, title: str, *module_args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run `python -m <module_args>` against the stack's server, echoing its output."""
+        log(f"{title}: python -m {' '.join(module_args)}")
+        result = subprocess.run(
+            [sys.executable, "-m", *module_args],
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        output = result.stdout.strip()
+        if output:
+            print("\n".join(f"    {line}" for line in output.splitlines()[-15:]), flush=True)
+        if check and result.returncode != 0:
+            raise SystemExit(f"step failed ({title}), exit code {result.returncode}")
+        return result
+
+    def start_server(self, port: int) -> None:
+        from localserver import start_server_process
+
+        server_dir = self.data_dir / "server"
+        log(f"starting the embedded ClearML server on 127.0.0.1:{port} (data: {server_dir})")
+        self.server = start_server_process(server_dir, port=port)
+        config = self.server.write_client_config(self.data_dir / "clearml.conf")
+        self.client_env = self.server.client_env(config)
+        log(f"server ready: API {self.server.api_url}, files {self.server.files_url}; client config {config}")
+
+    def start_agents(self) -> None:
+        agents_dir = self.data_dir / "agents"
+        services = start_agent(
+            self.client_env, agents_dir, queue=SERVICES_QUEUE, services_mode=True, create_queue=True
+        )
+        worker = start_agent(self.client_env, agents_dir, queue=list(WORKER_QUEUES), create_queue=True)
+        self.agents = [services, worker]
+        for agent in self.agents:
+            log(f"agent {agent.worker_id} (pid {agent.pid}) on queue(s) {agent.queue}; log: {agent.log_path}")
+
+    def start_app(self, port: int, extra_args: list[str]) -> None:
+        app_log = self.data_dir / "app.log"
+        command = [sys.executable, "-m", "app", "--port", str(port), "--data-dir", str(self.data_dir / "app")]
+        log(f"starting the app: {' '.join(command[1:] + extra_args)} (log: {app_log})")
+        with app_log.open("ab") as handle:
+            self.app = subprocess.Popen(
+                command + extra_args,
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.app.poll() is not None:
+                raise SystemExit(f"the app exited with code {self.app.returncode}; see {app_log}")
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    log(f"app ready: {url}")
+                    return
+            except OSError:
+                time.sleep(1)
+        raise SystemExit(f"the app did not answer at {url} within 180 s; see {app_log}")
+
+    def stop(self) -> None:
+        if self.app is not None:
+            kill_tree(self.app.pid)
+        for agent in self.agents:
+            kill_tree(agent.pid)
+            agent.stop()
+        if self.server is not None:
+            self.server.stop()
+        log("stopped every process this command started")
+
+
+def production_model_id(project: str) -> str | None:
+    from clearml import Model
+
+    models = Model.query_models(project_name=project, tags=["production"], only_published=True)
+    return models[0].id if models else None
+
+
+def newest_dataset_id(project: str, name: str) -> str | None:
+    from clearml import Dataset
+
+    try:
+        return Dataset.get(dataset_project=project, dataset_name=name, only_completed=True).id
+    except ValueError:
+        return None
+
+
+def wait_for_production(project: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        model_id = production_model_id(project)
+        if model_id:
+            return model_id
+        time.sleep(5)
+    raise SystemExit(
+        f"no production model after {timeout:.0f} s: look at the agents' logs and the pipeline task "
+        "(a pipeline that stays pending means no agent serves the services queue)"
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    from tasks import common
+
+    data_dir = args.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(data_dir)
+    # Ctrl-C arrives as KeyboardInterrupt; a SIGTERM from a supervisor gets the same clean-up.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        if real_server_configured() and not args.embedded:
+            log("a ClearML server is configured (clearml.conf / CLEARML_API_HOST): using it")
+        else:
+            stack.start_server(args.server_port)
+            os.environ.update(stack.client_env)
+        if args.agents:
+            stack.start_agents()
+        stack.step("registering the stage templates", "tasks.register")
+        stack.step("registering the retrain pipeline", "pipelines.retrain", "register")
+        dataset_id = newest_dataset_id(common.DATASET_PROJECT, common.DATASET_NAME)
+        if dataset_id:
+            log(f"dataset {common.DATASET_PROJECT}/{common.DATASET_NAME} exists: newest version {dataset_id}")
+        else:
+            stack.step("creating the base dataset from the offline sample set", "tasks.bootstrap_dataset", "--sample")
+            dataset_id = newest_dataset_id(common.DATASET_PROJECT, common.DATASET_NAME)
+        stack.step(
+            "registering the dataset trigger (scheduler on the services queue)",
+            "triggers.retrain_trigger",
+            "--poll-minutes",
+            str(args.trigger_poll_minutes),
+        )
+        model_id = production_model_id(common.PROJECT)
+        if model_id:
+            log(f"production model: {model_id}")
+        else:
+            stack.step("first training run", "pipelines.retrain", "run", "--dataset-id", dataset_id)
+            log("waiting for the pipeline to publish a production model (agents' logs: .data/agents/*.log)")
+            model_id = wait_for_production(common.PROJECT, args.first_run_timeout)
+            log(f"production model: {model_id}")
+        stack.start_app(args.app_port, ["--project", common.PROJECT])
+        log("the loop is running: predict and correct at the app; feedback versions trigger retraining.")
+        log("Ctrl-C stops everything.")
+        while True:
+            time.sleep(2)
+            if stack.app is not None and stack.app.poll() is not None:
+                raise SystemExit(f"the app exited with code {stack.app.returncode}; see {data_dir / 'app.log'}")
+            for agent in stack.agents:
+                if not agent.alive():
+                    raise SystemExit(f"agent {agent.worker_id} exited; see {agent.log_path}")
+    except KeyboardInterrupt:
+        log("interrupted")
+    finally:
+        stack.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="run the whole loop")
+    run_parser.add_argument("--data-dir", type=Path, default=Path(".data"), help="server, agents and app state")
+    run_parser.add_argument("--server-port", type=int, default=8008)
+    run_parser.add_argument("--app-port", type=int, default=7860)
+    run_parser.add_argument("--embedded", action="store_true", help="use the embedded server even if configured")
+    run_parser.add_argument("--no-agents", dest="agents", action="store_false", help="use agents you run yourself")
+    run_parser.add_argument("--trigger-poll-minutes", type=float, default=0.1)
+    run_parser.add_argument("--first-run-timeout", type=float, default=1800, help="seconds")
+    args = parser.parse_args(argv)
+    run(args)

@@ -1,0 +1,78 @@
+"""A real browser (Debian's chromium, driven by Playwright) uses the app: predict, add a label, see statistics."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import uuid
+
+import pytest
+from app_testing import image_bytes, launch, served
+from playwright.sync_api import expect, sync_playwright
+
+from app.__main__ import build, parse_args
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium (Playwright's own browser download needs internet access)."""
+    if shutil.which(CHROMIUM) is None:
+        subprocess.run("apt-get update && apt-get install -y chromium", shell=True, check=True)
+    return CHROMIUM
+
+
+@pytest.mark.browser
+def test_user_predicts_adds_a_label_and_sees_statistics_change(clearml_server, checkpoints, chromium, tmp_path):
+    project = f"app-test-{uuid.uuid4().hex[:8]}"
+    ui, _, _ = build(
+        parse_args(["--project", project, "--dataset-project", project, "--data-dir", str(tmp_path / "feedback")])
+    )
+    ui.service.holder.swap(served(checkpoints["two"], "model-two"))
+    demo, url = launch(ui)
+    photo = tmp_path / "my-pet.png"
+    photo.write_bytes(image_bytes("cat", 900, size=128))
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.goto(url)
+            expect(page.locator("#served-model")).to_contain_text("model-two", timeout=30_000)
+
+            page.locator("#upload input[type=file]").set_input_files(str(photo))
+            expect(page.locator("#prediction")).to_contain_text("cat", timeout=30_000)
+            expect(page.locator("#prediction")).to_contain_text("dog")
+            expect(page.locator("#latency input")).not_to_have_value("", timeout=10_000)
+
+            page.get_by_role("tab", name="Statistics").click()
+            expect(page.locator("#feedback-counts")).to_contain_text("0 pending, 0 published", timeout=30_000)
+            page.get_by_role("tab", name="Classify").click()
+
+            page.locator("#new-label textarea").fill("not a label!")
+            page.locator("#submit-new-label").click()
+            expect(page.get_by_text(re.compile("use only lowercase letters")).first).to_be_visible(timeout=30_000)
+
+            page.locator("#new-label textarea").fill("Rabbit")
+            page.locator("#submit-new-label").click()
+            expect(page.locator("#feedback-message")).to_contain_text("Stored as rabbit", timeout=30_000)
+
+            page.get_by_role("tab", name="Statistics").click()
+            counts = page.locator("#feedback-counts")
+            expect(counts).to_contain_text("1 pending, 0 published", timeout=30_000)
+            expect(counts).to_contain_text(re.compile(r"rabbit\s+1\s+0"))
+            browser.close()
+    finally:
+        demo.close()
+    (item,) = ui.service.store.items()
+    assert (item.label, item.prediction, item.original_name) == ("rabbit", "cat", "my-pet.png")

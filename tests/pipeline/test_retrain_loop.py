@@ -1,0 +1,167 @@
+"""End to end: dataset versions -> TriggerScheduler -> PipelineController on real agents -> production model.
+
+Three real `clearml-agent` daemons in this Python environment: `services` (services mode: controllers),
+`default` (prepare/evaluate/register) and `gpu` (train). The scheduler's poll (`_step`) is called directly.
+The tests run in file order and build on each other's state.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from clearml import Model, Task
+
+from devstack import agents
+from pipelines import retrain
+from tasks import common, register, rollback
+from tests.tasks import support
+from triggers import retrain_trigger
+
+pytestmark = pytest.mark.slow
+
+RUN_TIMEOUT = 300
+FINISHED = ("completed", "failed", "stopped", "published")
+
+
+@pytest.fixture(scope="module")
+def env(clearml_env, tmp_path_factory):
+    return support.fast_client_env(
+        clearml_env, tmp_path_factory.mktemp("loop-env"), **{retrain.POOL_MINUTES_ENV: "0.02"}
+    )
+
+
+@pytest.fixture(scope="module")
+def workers(env, tmp_path_factory):
+    work = tmp_path_factory.mktemp("loop-agents")
+    started = {
+        queue: agents.start_agent(env, work, queue=queue, services_mode=queue == "services", create_queue=True)
+        for queue in ("services", "default", "gpu")
+    }
+    yield started
+    for agent in started.values():
+        agent.stop()
+    leftovers = _processes_with(env["CLEARML_CONFIG_FILE"])
+    assert not leftovers, f"processes left running: {leftovers}"
+
+
+@pytest.fixture(scope="module")
+def loop(env, workers, tmp_path_factory):
+    """Templates and pipeline registered, agents up, and the base dataset version (cats and dogs)."""
+    data = tmp_path_factory.mktemp("loop-data")
+    register.register_templates()
+    support.run_module(env, "pipelines.retrain", "register", "--mode", "head", "--epochs", "3")
+    pipeline_id = retrain.registered_pipeline_id()
+    assert pipeline_id
+    state = {"data": data, "pipeline_id": pipeline_id, "workers": workers}
+    state["base"] = common.create_dataset_version(support.image_folder(data / "base", ["cat", "dog"], 12))
+    yield state
+    if "scheduler" in state:
+        state["scheduler"]._task.close()
+
+
+@pytest.fixture(scope="module")
+def scheduler(loop):
+    loop["scheduler"] = retrain_trigger.build_scheduler(loop["pipeline_id"], poll_minutes=0.05)
+    return loop["scheduler"]
+
+
+def wait_finished(task_id: str) -> str:
+    return support.wait_until(
+        lambda: (status := Task.get_task(task_id=task_id).status) in FINISHED and status,
+        RUN_TIMEOUT,
+        f"pipeline run {task_id}",
+        interval=2,
+    )
+
+
+def triggered_runs() -> list[Task]:
+    return common.find_tasks(retrain.PIPELINE_PROJECT, None, tags=[retrain_trigger.TRIGGER_NAME])
+
+
+def new_version(loop, name: str, classes: list[str], start: int) -> str:
+    folder = support.image_folder(loop["data"] / name, classes, 8, start=start)
+    return common.create_dataset_version(folder, parent_id=common.latest_dataset_id())
+
+
+def test_base_version_trains_the_first_production_model(loop):
+    run_id = retrain.enqueue_run(loop["base"])
+    assert wait_finished(run_id) == "completed"
+    production = common.production_model()
+    assert production.published
+    assert production.get_metadata("dataset_id") == loop["base"]
+    assert {"cat", "dog"} <= set(production.labels)
+    steps = {t.name: t for t in Task.get_tasks(task_filter={"parent": run_id, "search_hidden": True})}
+    assert set(steps) == set(common.STAGES)
+    assert steps["train"].id in loop["workers"]["gpu"].log_text(), "train must run on the GPU queue"
+    assert steps["prepare_data"].id in loop["workers"]["default"].log_text()
+    loop["first_production"] = production.id
+
+
+def test_a_version_with_a_new_class_triggers_one_run_that_grows_the_model(loop, scheduler):
+    assert not scheduler._step(), "no new version yet"
+    child = new_version(loop, "rabbits", ["rabbit"], 0)
+    assert scheduler._step()
+    assert not scheduler._step(), "a version triggers once"
+    runs = triggered_runs()
+    assert len(runs) == 1
+    assert runs[0].get_parameter("Args/dataset_id") == child
+    assert wait_finished(runs[0].id) == "completed"
+
+    old = Model(model_id=loop["first_production"])
+    grown = common.production_model()
+    assert grown.id != old.id and grown.published
+    assert set(grown.labels) == set(old.labels) | {"rabbit"}
+    assert common.PRODUCTION_TAG not in old.tags
+    assert grown.get_metadata("dataset_id") == child
+    assert grown.get_metadata("parent_model_id") == old.id
+
+
+def test_two_new_versions_start_two_runs(loop, scheduler):
+    before = {run.id for run in triggered_runs()}
+    versions = {new_version(loop, "more-a", ["cat", "dog"], 100), new_version(loop, "more-b", ["cat", "dog"], 200)}
+    assert scheduler._step()
+    assert not scheduler._step()
+    runs = [run for run in triggered_runs() if run.id not in before]
+    assert {run.get_parameter("Args/dataset_id") for run in runs} == versions
+    assert [wait_finished(run.id) for run in runs] == ["completed", "completed"]
+    assert common.production_model().get_metadata("dataset_id") in versions
+
+
+def test_a_failing_step_fails_the_run_and_keeps_production(loop):
+    production = common.production_model().id
+    run_id = retrain.enqueue_run("no-such-dataset")
+    assert wait_finished(run_id) == "failed"
+    steps = {t.name: t.status for t in Task.get_tasks(task_filter={"parent": run_id, "search_hidden": True})}
+    assert steps == {"prepare_data": "failed"}
+    assert common.production_model().id == production
+
+
+def test_rollback_moves_production_to_the_previous_published_model(loop):
+    current = common.production_model()
+    published = [m for m in Model.query_models(project_name=common.PROJECT, only_published=True)]
+    old, new = rollback.rollback()
+    assert old == current.id
+    assert new != old and new in {m.id for m in published}
+    assert common.production_model().id == new
+    assert common.PRODUCTION_TAG not in Model(model_id=old).tags
+
+
+def test_nothing_is_left_queued_or_running(loop):
+    busy = common.find_tasks(retrain.PIPELINE_PROJECT, None, statuses=["queued", "in_progress"])
+    assert not busy, [(t.name, t.status) for t in busy]
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Pids (other than this one) whose environment mentions `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found

@@ -1,0 +1,144 @@
+"""The four stage tasks as real ClearML tasks (one process each) against the session's embedded server."""
+
+from __future__ import annotations
+
+import shutil
+from types import SimpleNamespace
+
+import pytest
+from clearml import Model, Task
+
+from devstack.agents import execute_task
+from tasks import bootstrap_dataset, common, register
+from tests.tasks import support
+
+pytestmark = pytest.mark.slow
+
+TRAIN_ARGS = ("--mode", "head", "--epochs", "3", "--image-size", "64", "--num-workers", "0", "--device", "cpu")
+
+
+@pytest.fixture(scope="module")
+def env(clearml_env, tmp_path_factory):
+    return support.fast_client_env(clearml_env, tmp_path_factory.mktemp("stage-env"))
+
+
+@pytest.fixture(scope="module")
+def dataset_id(tmp_path_factory):
+    """Cats and dogs plus an empty file, a non-image and an exact duplicate."""
+    folder = support.image_folder(tmp_path_factory.mktemp("stage-data") / "base", ["cat", "dog"], 16)
+    (folder / "cat" / "empty.jpg").write_bytes(b"")
+    (folder / "dog" / "notes.jpg").write_text("not an image")
+    shutil.copy(folder / "cat" / "cat_00000.jpg", folder / "cat" / "zz_copy.jpg")
+    return common.create_dataset_version(folder)
+
+
+def train_evaluate_register(env, prepare_id: str, *train_args: str) -> SimpleNamespace:
+    support.run_module(env, "tasks.train", "--prepare-task-id", prepare_id, *train_args)
+    train = support.newest_task("train")
+    model_id = train.models["output"][-1].id
+    support.run_module(env, "tasks.evaluate", "--prepare-task-id", prepare_id, "--model-id", model_id)
+    evaluate = support.newest_task("evaluate")
+    previous = common.production_model()
+    support.run_module(env, "tasks.register_model", "--evaluate-task-id", evaluate.id)
+    return SimpleNamespace(
+        train=train,
+        evaluate=evaluate,
+        register=support.newest_task("register_model"),
+        model_id=model_id,
+        previous_production=previous.id if previous else None,
+    )
+
+
+@pytest.fixture(scope="module")
+def prepare(env, dataset_id):
+    support.run_module(env, "tasks.prepare_data", "--dataset-id", dataset_id)
+    return support.newest_task("prepare_data")
+
+
+@pytest.fixture(scope="module")
+def good(env, prepare):
+    """A model trained from scratch on the split: it separates the classes, so the gate promotes it."""
+    return train_evaluate_register(env, prepare.id, "--parent-model-id", "none", *TRAIN_ARGS)
+
+
+def test_prepare_data_stores_the_split_and_reports_bad_files(prepare, dataset_id):
+    assert prepare.get_status() == "completed"
+    assert prepare.get_parameter("General/dataset_id") == dataset_id
+    split = common.load_split(prepare.id)
+    assert split.dataset_id == dataset_id
+    assert split.classes == ["cat", "dog"]
+    assert len(split.train) + len(split.val) == 32
+    assert split.val, "a 20 % split of 32 files must not be empty"
+    rejected = {item["relpath"] for item in split.report["rejected"]}
+    assert rejected == {"cat/empty.jpg", "dog/notes.jpg"}
+    assert [item["relpath"] for item in split.report["duplicates"]] == ["cat/zz_copy.jpg"]
+
+
+def test_prepare_data_fails_clearly_on_an_unknown_dataset(env):
+    result = support.run_module(env, "tasks.prepare_data", "--dataset-id", "no-such-dataset", check=False)
+    assert result.returncode != 0
+    assert "dataset 'no-such-dataset' not found" in result.stdout
+
+
+def test_train_registers_the_model_on_the_files_server(good, dataset_id, clearml_server):
+    model = Model(model_id=good.model_id)
+    assert model.framework == "PyTorch"
+    assert model.labels == {"cat": 0, "dog": 1}
+    assert model.url.startswith(clearml_server.files_url)
+    assert model.project == Task.get_project_id(common.PROJECT)
+    assert model.get_metadata("dataset_id") == dataset_id
+    assert model.get_metadata("parent_model_id") == ""
+    assert common.load_checkpoint(model.id).classes == ["cat", "dog"]
+    scalars = good.train.get_reported_scalars()
+    assert len(scalars["accuracy"]["val"]["x"]) == 3, "one validation accuracy per epoch"
+
+
+def test_evaluate_scores_the_candidate_on_the_validation_split(good):
+    evaluation = common.task_artifact(good.evaluate.id, common.EVALUATION_ARTIFACT)
+    assert evaluation["model_id"] == good.model_id
+    assert evaluation["candidate"]["accuracy"] >= 0.9
+    assert evaluation["production_model_id"] == good.previous_production
+    plots = {plot["metric"] for plot in good.evaluate.get_reported_plots()}
+    assert {"confusion matrix", "per-class metrics"} <= plots
+
+
+def test_gate_publishes_a_good_model_and_moves_the_production_tag(good):
+    model = Model(model_id=good.model_id)
+    assert model.published
+    assert common.PRODUCTION_TAG in model.tags and common.CANDIDATE_TAG not in model.tags
+    assert common.production_model().id == good.model_id
+    assert "promoted" in model.comment and "not promoted" not in model.comment
+    assert model.get_metadata("promotion").startswith("promoted")
+    if good.previous_production:
+        assert common.PRODUCTION_TAG not in Model(model_id=good.previous_production).tags
+
+
+def test_gate_refuses_a_worse_model(env, prepare, good):
+    worse = train_evaluate_register(
+        env, prepare.id, "--parent-model-id", "none", *TRAIN_ARGS[:-6], "--epochs", "1", "--lr", "1e-9"
+    )
+    model = Model(model_id=worse.model_id)
+    assert not model.published
+    assert common.PRODUCTION_TAG not in model.tags
+    assert "not promoted" in model.comment
+    assert common.production_model().id == good.model_id
+    assert common.task_artifact(worse.register.id, "decision")["promoted"] is False
+
+
+def test_a_template_clone_runs_on_an_agent_with_its_edited_parameters(env, prepare, dataset_id, tmp_path):
+    templates = register.register_templates()
+    assert register.register_templates() == templates, "registering again must update the same templates"
+    clone = Task.clone(source_task=templates["prepare_data"], name="prepare_data (edited)")
+    clone.set_parameters({"General/dataset_id": dataset_id, "General/val_fraction": 0.5})
+    result = execute_task(env, tmp_path, clone.id, timeout=180)
+    assert result.returncode == 0, result.stdout[-4000:]
+    clone.reload()
+    assert clone.get_status() == "completed"
+    wide, narrow = common.load_split(clone.id), common.load_split(prepare.id)
+    # A file's side depends on its hash alone: raising the fraction only moves files into validation.
+    assert {f.relpath for f in narrow.val} < {f.relpath for f in wide.val}
+
+
+def test_bootstrap_refuses_a_second_base_version(dataset_id, tmp_path):
+    with pytest.raises(SystemExit, match="already has version"):
+        bootstrap_dataset.bootstrap(support.image_folder(tmp_path, ["cat", "dog"], 1))
