@@ -21,7 +21,7 @@ from app.model_holder import NoModelYet
 from app.publisher import AutoPublisher, Publisher
 from app.registry import model_history
 from app.service import ClassifierService, Prediction
-from classifier.images import InvalidImage
+from classifier.images import InvalidImage, sha256_bytes
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,11 @@ class ClassifierUI:
         return f"Stored as **{item.label}** (the model said {item.prediction}). Thank you!"
 
     def confirm(self, path: str | None, prediction: Prediction | None) -> str:
-        if prediction is None:
-            raise gr.Error("Upload an image and get a prediction first.")
+        """Store the image under the class the model predicted for it."""
+        data = _read_upload(path)
+        if prediction is None or prediction.sha256 != sha256_bytes(data):
+            # The prediction on screen belongs to an earlier upload (this one failed or is still running).
+            raise gr.Error("Wait for the prediction of this image before confirming it.")
         return self.feedback(path, prediction.top, prediction)
 
     def publish(self) -> str:
@@ -196,6 +199,10 @@ class ClassifierUI:
                 self.served_model, None, model_info, show_api=False
             )
             upload.upload(self.preview, upload, preview, show_api=False)
+            # Removing the image removes its prediction, so nothing on screen belongs to another image.
+            upload.clear(
+                lambda: (None, None, None, None), None, [label, latency, prediction_state, preview], show_api=False
+            )
 
             for event in (
                 new_label_button.click(

@@ -8,8 +8,8 @@
    `/predict`). Goal: app / bare <= 1.2. Also printed: the forward alone on a ready tensor, the time the app
    itself reports (decode + predict), and the round trip of an endpoint that does no work (`/served_model`),
    which is what Gradio's queue and the client add to every call.
-2. 50 feedback submissions (distinct images) from 8 concurrent `gradio_client` clients; afterwards the feedback
-   store on disk must hold every acknowledged item with its exact bytes.
+2. 50 feedback submissions (distinct images) from 8 concurrent `gradio_client` clients; then the app is
+   SIGKILLed, and the feedback store on disk must hold every acknowledged item with its exact bytes and label.
 
 The app runs in a subprocess built exactly as `python -m app` builds it, serving the checkpoint directly (no
 ClearML server is involved in either measurement).
@@ -33,22 +33,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+WARMUP = 5
+
 
 def _percentiles(samples_ms: list[float]) -> str:
     ordered = sorted(samples_ms)
     p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
     return f"median {statistics.median(ordered):7.1f} ms   p90 {p90:7.1f} ms"
-
-
-def _timed(function, runs: int, warmup: int = 5) -> list[float]:
-    for _ in range(warmup):
-        function()
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        function()
-        samples.append((time.perf_counter() - started) * 1000.0)
-    return samples
 
 
 def _photo_like_jpeg(seed: int, size: tuple[int, int] = (500, 375)) -> bytes:
@@ -123,30 +114,39 @@ def latency(args, checkpoint: Path, url: str, work: Path) -> None:
     predictor = Predictor(Checkpoint.load(checkpoint))
     image = decode_image(data)
     tensor = predictor.transform(image).unsqueeze(0)
+    client = Client(url, verbose=False)
+    reported: list[float] = []
 
     def forward_only():
         with torch.inference_mode():
             predictor.model(tensor)
 
-    bare = _timed(lambda: predictor.predict(image), args.runs)
-    forward = _timed(forward_only, args.runs)
-
-    client = Client(url, verbose=False)
-    reported: list[float] = []
-
     def through_app():
         _, latency_ms = client.predict(handle_file(str(image_path)), api_name="/predict")
         reported.append(latency_ms)
 
-    app = _timed(through_app, args.runs)
-    reported = reported[-args.runs :]
-    no_op = _timed(lambda: client.predict(api_name="/served_model"), args.runs)
+    variants = {
+        "bare": lambda: predictor.predict(image),
+        "forward": forward_only,
+        "app": through_app,
+        "no_op": lambda: client.predict(api_name="/served_model"),
+    }
+    # Interleaved, so that every variant sees the same machine load (other processes, clock changes, caches).
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for run in range(WARMUP + args.runs):
+        for name, function in variants.items():
+            started = time.perf_counter()
+            function()
+            if run >= WARMUP:
+                samples[name].append((time.perf_counter() - started) * 1000.0)
+    bare, forward, app, no_op = (samples[name] for name in variants)
+    reported = reported[WARMUP:]
 
-    print(f"Predict latency, batch 1, {args.runs} runs, {image.size[0]}x{image.size[1]} JPEG ({len(data)} bytes)")
-    print(f"  bare model (preprocess + forward)      {_percentiles(bare)}")
-    print(f"  forward only (tensor ready)            {_percentiles(forward)}")
-    print(f"  app via gradio_client /predict         {_percentiles(app)}")
-    print(f"    of which inside the app (decode+predict, as reported) {_percentiles(reported)}")
+    print(f"Predict latency, batch 1, {args.runs} interleaved runs, {image.size[0]}x{image.size[1]} JPEG")
+    print(f"  bare model (preprocess + forward)       {_percentiles(bare)}")
+    print(f"  forward only (tensor ready)             {_percentiles(forward)}")
+    print(f"  app via gradio_client /predict          {_percentiles(app)}")
+    print(f"    inside the app (decode + predict)     {_percentiles(reported)}")
     print(f"  gradio_client round trip, no work       {_percentiles(no_op)}")
     ratio = statistics.median(app) / statistics.median(bare)
     inside = statistics.median(reported) / statistics.median(bare)
@@ -154,10 +154,9 @@ def latency(args, checkpoint: Path, url: str, work: Path) -> None:
     print(f"  ratio inside the app / bare: {inside:.2f}")
 
 
-def feedback(args, url: str, data_dir: Path, work: Path) -> None:
+def submit_feedback(args, url: str, work: Path) -> tuple[list[tuple[Path, str]], list[str], float]:
+    """Send the submissions from `args.clients` concurrent clients; returns (acknowledged, errors, seconds)."""
     from gradio_client import Client, handle_file
-
-    from app.feedback_store import FeedbackStore
 
     labels = ["cat", "dog", "rabbit"]
     submissions = []
@@ -172,9 +171,9 @@ def feedback(args, url: str, data_dir: Path, work: Path) -> None:
         client = Client(url, verbose=False)
         for path, label in submissions[worker :: args.clients]:
             try:
-                message = client.predict(handle_file(str(path)), label, api_name="/feedback")
+                client.predict(handle_file(str(path)), label, api_name="/feedback")
                 with lock:
-                    acknowledged.append((path, label, message))
+                    acknowledged.append((path, label))
             except Exception as exc:
                 with lock:
                     errors.append(f"{path.name}: {exc}")
@@ -185,22 +184,26 @@ def feedback(args, url: str, data_dir: Path, work: Path) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
+    return acknowledged, errors, time.perf_counter() - started
 
-    stored = {item.sha256: item for item in FeedbackStore(data_dir).items()}
+
+def report_feedback(args, acknowledged, errors, seconds: float, data_dir: Path) -> None:
+    """Check the store the killed app left behind against what it acknowledged."""
+    from app.feedback_store import FeedbackStore
     from classifier.images import sha256_bytes
 
-    lost = [
-        path.name
-        for path, label, _ in acknowledged
-        if (item := stored.get(sha256_bytes(path.read_bytes()))) is None
-        or item.label != label
-        or FeedbackStore(data_dir).image_path(item).read_bytes() != path.read_bytes()
-    ]
+    store = FeedbackStore(data_dir)
+    stored = {item.sha256: item for item in store.items()}
+    lost = []
+    for path, label in acknowledged:
+        data = path.read_bytes()
+        item = stored.get(sha256_bytes(data))
+        if item is None or item.label != label or store.image_path(item).read_bytes() != data:
+            lost.append(path.name)
     print(
-        f"Feedback: {args.submissions} submissions from {args.clients} concurrent clients in {elapsed:.1f} s "
-        f"({args.submissions / elapsed:.1f}/s): {len(acknowledged)} acknowledged, {len(stored)} stored, "
-        f"{len(lost)} lost, {len(errors)} errors"
+        f"Feedback: {args.submissions} submissions from {args.clients} concurrent clients in {seconds:.1f} s "
+        f"({args.submissions / seconds:.1f}/s); app then SIGKILLed: {len(acknowledged)} acknowledged, "
+        f"{len(stored)} stored, {len(lost)} lost, {len(errors)} errors"
     )
     for error in errors[:5]:
         print(f"  error: {error}")
@@ -228,10 +231,11 @@ def main() -> None:
         process, url = _start_app(checkpoint, data_dir)
         try:
             latency(args, checkpoint, url, work)
-            feedback(args, url, data_dir, work)
+            acknowledged, errors, seconds = submit_feedback(args, url, work)
         finally:
-            process.kill()
+            process.kill()  # SIGKILL, as a crash: acknowledged feedback must be on disk already
             process.wait()
+        report_feedback(args, acknowledged, errors, seconds, data_dir)
 
 
 if __name__ == "__main__":

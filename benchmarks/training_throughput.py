@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -36,17 +37,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed_steps(step: FullTrainStep, batches, steps: int) -> float:
-    """Images per second over the next `steps` batches (time waiting for the loader included)."""
+def _timed_steps(step: FullTrainStep, batches, steps: int) -> tuple[float, float]:
+    """(images per second, CPU seconds of this process per image) over the next `steps` batches; the wall
+    time includes waiting for the loader."""
     _sync(step.device)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     seen = 0
     for _ in range(steps):
         images, targets = next(batches)
         step(images, targets)
         seen += len(targets)
     _sync(step.device)
-    return seen / (time.perf_counter() - started)
+    return seen / (time.perf_counter() - started), (time.process_time() - cpu_started) / seen
+
+
+def _loader_cpu_per_image(dataset: ImageFileDataset, count: int) -> float:
+    """CPU seconds to read, decode and augment one image (in this process, one thread)."""
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    started = time.process_time()
+    for i in range(count):
+        dataset[i % len(dataset)]
+    torch.set_num_threads(torch_threads)
+    return (time.process_time() - started) / count
 
 
 def _forever(loader):
@@ -83,11 +96,15 @@ def throughput(backbone: str, folder: Path, args, device: torch.device) -> dict:
     for _ in range(args.warmup):  # worker start-up, cuDNN autotuning, allocator warm-up
         step(*next(real_batches))
         step(*next(fake_batches))
-    real, fake = [], []
+    real, fake, step_cpu = [], [], []
     for _ in range(args.rounds):
-        real.append(_timed_steps(step, real_batches, args.steps))
-        fake.append(_timed_steps(step, fake_batches, args.steps))
+        real.append(_timed_steps(step, real_batches, args.steps)[0])
+        rate, cpu = _timed_steps(step, fake_batches, args.steps)
+        fake.append(rate)
+        step_cpu.append(cpu)
     real_rate, fake_rate = statistics.median(real), statistics.median(fake)
+    loader_cpu = _loader_cpu_per_image(dataset, args.batch_size * 2)
+    train_cpu = statistics.median(step_cpu)
     return {
         "backbone": backbone,
         "image_size": size,
@@ -96,6 +113,10 @@ def throughput(backbone: str, folder: Path, args, device: torch.device) -> dict:
         "ratio": real_rate / fake_rate,
         "rounds_real": real,
         "rounds_synthetic": fake,
+        "loader_cpu_ms_per_img": loader_cpu * 1000,
+        "train_step_cpu_ms_per_img": train_cpu * 1000,
+        # When loader and model share the same cores, every CPU second the loader takes is lost to training.
+        "cpu_bound_ratio": train_cpu / (train_cpu + loader_cpu),
     }
 
 
@@ -181,7 +202,9 @@ def main() -> None:
                 figures["throughput"].append(row)
                 print(
                     f"{backbone:>20} {row['image_size']}px  real loader {row['real_loader_img_s']:8.1f} img/s  "
-                    f"synthetic tensors {row['synthetic_img_s']:8.1f} img/s  ratio {row['ratio']:.3f}"
+                    f"synthetic tensors {row['synthetic_img_s']:8.1f} img/s  ratio {row['ratio']:.3f}  |  "
+                    f"CPU ms/img: loader {row['loader_cpu_ms_per_img']:.1f}, train step "
+                    f"{row['train_step_cpu_ms_per_img']:.1f} -> shared-core ratio {row['cpu_bound_ratio']:.3f}"
                 )
         if not args.skip_head:
             folder = synthetic.make_image_folder(

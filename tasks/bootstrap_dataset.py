@@ -49,8 +49,10 @@ def main(argv: list[str] | None = None) -> None:
         else:
             from classifier.petimages import download_petimages
 
+            folder = Path(tmp) / "petimages"
             kwargs = {key: value for key, value in (("url", args.url), ("archive", args.archive)) if value}
-            folder = Path(download_petimages(Path(tmp) / "petimages", **kwargs))
+            # The downloaded archive must not end up in the dataset: only the extracted cat/ and dog/ folders.
+            print(download_petimages(folder, keep_archive=False, **kwargs).summary())
         dataset_id = bootstrap(folder, args.allow_existing)
     print(f"dataset {common.DATASET_PROJECT}/{common.DATASET_NAME} base version: {dataset_id}")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from clearml import Dataset, Model, Task
+from clearml.backend_api.session.client import APIClient
 
 PROJECT = "selfimproving-classifier"
 TEMPLATE_PROJECT = f"{PROJECT}/templates"
@@ -175,13 +176,18 @@ def move_production_tag(model_id: str, project: str = PROJECT) -> list[str]:
     The new holder is tagged first, so a reader never finds no production model at all.
     """
     model = Model(model_id=model_id)
-    model.tags = sorted({*(model.tags or []), PRODUCTION_TAG} - {CANDIDATE_TAG})
+    _set_model_tags(model, sorted({*(model.tags or []), PRODUCTION_TAG} - {CANDIDATE_TAG}))
     previous = []
     for other in Model.query_models(project_name=project, tags=[PRODUCTION_TAG], include_archived=True):
         if other.id != model_id:
-            other.tags = [tag for tag in other.tags or [] if tag != PRODUCTION_TAG]
+            _set_model_tags(other, [tag for tag in other.tags or [] if tag != PRODUCTION_TAG])
             previous.append(other.id)
     return previous
+
+
+def _set_model_tags(model: Model, tags: list[str]) -> None:
+    # `Model.tags = []` is silently ignored by the SDK (it falls back to the current tags), so edit directly.
+    APIClient().models.edit(model=model.id, tags=tags)
 
 
 def set_model_metadata(model: Model, values: Mapping[str, Any]) -> None:

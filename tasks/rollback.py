@@ -25,8 +25,9 @@ def rollback(project: str = common.PROJECT) -> tuple[str, str]:
     if not older:
         raise SystemExit(f"production model {current.id} has no earlier published model to roll back to")
     target = max(older, key=_created)
-    common.move_production_tag(target.id, project)
+    # Comment first: the SDK's model update writes back the tags it has cached.
     target.comment = f"{target.comment or ''}\nproduction again after rollback from {current.id}".strip()
+    common.move_production_tag(target.id, project)
     return current.id, target.id
 
 

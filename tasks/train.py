@@ -78,10 +78,10 @@ def run(task: Task, params: dict) -> str:
         model.update_weights(weights_filename=str(weights), auto_delete_file=False, async_enable=False)
     # Steps cloned by a pipeline live in its hidden project; the model registry is the main project.
     model.project = Task.get_project_id(common.PROJECT)
-    for name in ("train_seconds", "embedding_seconds"):
-        if name in result.metrics:
-            logger.report_single_value(name, result.metrics[name])
-    logger.report_single_value("upload_seconds", time.perf_counter() - upload_started)
+    timings = {key: result.metrics[key] for key in ("embedding_seconds", "train_seconds") if key in result.metrics}
+    timings["upload_seconds"] = time.perf_counter() - upload_started
+    for name, value in timings.items():
+        logger.report_single_value(name, value)
     common.set_model_metadata(
         model,
         {
@@ -91,6 +91,7 @@ def run(task: Task, params: dict) -> str:
             "backbone": config.backbone,
             "mode": config.mode,
             "val_metrics": _scalars(result.metrics),
+            "timings": timings,
         },
     )
     print(f"model {model.id}: classes {list(checkpoint.classes)}, val {_scalars(result.metrics)}")

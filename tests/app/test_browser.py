@@ -33,6 +33,15 @@ def chromium() -> str:
     return CHROMIUM
 
 
+def replace_upload(page, path) -> None:
+    """Upload another image and wait for its prediction (the previous one is removed first)."""
+    page.locator("#upload button[aria-label='Clear']").click()
+    expect(page.locator("#latency input")).to_have_value("", timeout=30_000)
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+    expect(page.locator("#upload")).to_contain_text(path.name, timeout=30_000)
+    expect(page.locator("#latency input")).not_to_have_value("", timeout=30_000)
+
+
 @pytest.mark.browser
 def test_user_predicts_adds_a_label_and_sees_statistics_change(clearml_server, checkpoints, chromium, tmp_path):
     project = f"app-test-{uuid.uuid4().hex[:8]}"
@@ -41,8 +50,10 @@ def test_user_predicts_adds_a_label_and_sees_statistics_change(clearml_server, c
     )
     ui.service.holder.swap(served(checkpoints["two"], "model-two"))
     demo, url = launch(ui)
-    photo = tmp_path / "my-pet.png"
-    photo.write_bytes(image_bytes("cat", 900, size=128))
+    photos = []
+    for index, class_name in enumerate(["cat", "dog", "cat"]):
+        photos.append(tmp_path / f"my-pet-{index}.png")
+        photos[-1].write_bytes(image_bytes(class_name, 900 + index, size=128))
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
@@ -50,29 +61,43 @@ def test_user_predicts_adds_a_label_and_sees_statistics_change(clearml_server, c
             page.goto(url)
             expect(page.locator("#served-model")).to_contain_text("model-two", timeout=30_000)
 
-            page.locator("#upload input[type=file]").set_input_files(str(photo))
+            page.locator("#upload input[type=file]").set_input_files(str(photos[0]))
             expect(page.locator("#prediction")).to_contain_text("cat", timeout=30_000)
             expect(page.locator("#prediction")).to_contain_text("dog")
             expect(page.locator("#latency input")).not_to_have_value("", timeout=10_000)
 
             page.get_by_role("tab", name="Statistics").click()
-            expect(page.locator("#feedback-counts")).to_contain_text("0 pending, 0 published", timeout=30_000)
+            counts = page.locator("#feedback-counts")
+            expect(counts).to_contain_text("0 pending, 0 published", timeout=30_000)
             page.get_by_role("tab", name="Classify").click()
 
+            page.locator("#confirm").click()  # the model was right
+            expect(page.locator("#feedback-message")).to_contain_text("Stored as cat", timeout=30_000)
+
+            replace_upload(page, photos[1])
             page.locator("#new-label textarea").fill("not a label!")
             page.locator("#submit-new-label").click()
             expect(page.get_by_text(re.compile("use only lowercase letters")).first).to_be_visible(timeout=30_000)
-
             page.locator("#new-label textarea").fill("Rabbit")
             page.locator("#submit-new-label").click()
             expect(page.locator("#feedback-message")).to_contain_text("Stored as rabbit", timeout=30_000)
 
+            replace_upload(page, photos[2])
+            page.locator("#class input").click()
+            page.get_by_role("option", name="rabbit").click()  # the label added a moment ago is offered
+            page.locator("#submit-class").click()
+            expect(page.locator("#feedback-message")).to_contain_text("Stored as rabbit", timeout=30_000)
+
             page.get_by_role("tab", name="Statistics").click()
-            counts = page.locator("#feedback-counts")
-            expect(counts).to_contain_text("1 pending, 0 published", timeout=30_000)
-            expect(counts).to_contain_text(re.compile(r"rabbit\s+1\s+0"))
+            expect(counts).to_contain_text("3 pending, 0 published", timeout=30_000)
+            expect(counts).to_contain_text(re.compile(r"cat\s+1\s+0"))
+            expect(counts).to_contain_text(re.compile(r"rabbit\s+2\s+0"))
             browser.close()
     finally:
         demo.close()
-    (item,) = ui.service.store.items()
-    assert (item.label, item.prediction, item.original_name) == ("rabbit", "cat", "my-pet.png")
+    stored = {item.original_name: (item.label, item.prediction) for item in ui.service.store.items()}
+    assert stored == {
+        "my-pet-0.png": ("cat", "cat"),
+        "my-pet-1.png": ("rabbit", "dog"),
+        "my-pet-2.png": ("rabbit", "cat"),
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -40,10 +41,8 @@ def run_module(env: dict[str, str], module: str, *args: str, timeout: float = 24
     try:
         output, _ = process.communicate(timeout=timeout)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.wait()
     if check:
         assert process.returncode == 0, f"{module} {args} exited with {process.returncode}:\n{output[-6000:]}"

@@ -1,0 +1,172 @@
+"""Latency from `finalize()` of a feedback dataset version to the new `production` model, and where it goes.
+
+Everything runs for real on this machine: the embedded server (a subprocess), two clearml-agent daemons in this
+Python environment (`services` in services mode for the scheduler and the pipeline controllers, `default` for
+every step, training included, as a CPU machine has no GPU queue), the TriggerScheduler as a service task, and
+the pipeline in `head` mode. The base version (1,000 generated 64 px images of cats and dogs) is trained once
+first, untimed, which also fills the embedding cache; then each feedback version adds new images (a new class
+in the first one) and is timed from `finalize()` until a model trained on it carries the production tag.
+
+    python benchmarks/feedback_to_production.py [--base-images 1000] [--feedback-images 20] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST_EXIT = "\nsdk { development { report_use_subprocess: false } }\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base-images", type=int, default=1000)
+    parser.add_argument("--feedback-images", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--trigger-poll-minutes", type=float, default=0.05)
+    parser.add_argument("--pipeline-pool-minutes", type=float, default=0.02)
+    parser.add_argument("--agent-poll-seconds", type=float, default=1.0)
+    args = parser.parse_args()
+
+    from localserver import start_server_process
+
+    work = Path(tempfile.mkdtemp(prefix="feedback-bench-"))
+    server = start_server_process(work / "server")
+    config = work / "clearml.conf"
+    config.write_text(server.write_client_config(work / "server.conf").read_text() + FAST_EXIT)
+    env = server.client_env(config_file=config)
+    env.update(CLASSIFIER_PIPELINE_POOL_MINUTES=str(args.pipeline_pool_minutes))
+    os.environ.update(env, HOME=str(work / "home"), CLEARML_TASK_NO_REUSE="1")
+    started_agents = []
+    try:
+        started_agents = start_agents(env, work, args.agent_poll_seconds)
+        run(args, env, work)
+    finally:
+        for agent in started_agents:
+            agent.stop()
+        server.stop()
+
+
+def start_agents(env: dict, work: Path, poll: float) -> list:
+    from devstack.agents import start_agent
+
+    return [
+        start_agent(env, work / "agents", queue="services", services_mode=True, create_queue=True, poll_sec=poll),
+        start_agent(env, work / "agents", queue="default", create_queue=True, poll_sec=poll),
+    ]
+
+
+def run(args, env: dict, work: Path) -> None:
+    from clearml import Task
+
+    from classifier.synthetic import make_image_folder
+    from pipelines import retrain
+    from tasks import common, register
+
+    def module(*command: str) -> None:
+        subprocess.run(
+            [sys.executable, "-m", *command],
+            env={**os.environ, **env},
+            check=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+
+    register.register_templates()
+    module("pipelines.retrain", "register", "--mode", "head", "--epochs", str(args.epochs), "--train-queue", "default")
+    per_class = args.base_images // 2
+    base = common.create_dataset_version(make_image_folder(work / "data" / "base", ["cat", "dog"], per_class))
+    started = time.perf_counter()
+    run_id = retrain.enqueue_run(base)
+    wait(lambda: Task.get_task(task_id=run_id).status in ("completed", "failed"), 1800)
+    assert Task.get_task(task_id=run_id).status == "completed", "the base pipeline run failed"
+    print(f"base version ({args.base_images} images) trained and promoted in {time.perf_counter() - started:.1f} s")
+
+    module("triggers.retrain_trigger", "--poll-minutes", str(args.trigger_poll_minutes))
+    latencies = []
+    for repeat in range(args.repeats):
+        production = common.production_model().id
+        classes = ["rabbit"] if repeat == 0 else ["cat", "dog", "rabbit"]
+        count = max(1, args.feedback_images // len(classes))
+        folder = make_image_folder(work / "data" / f"feedback-{repeat}", classes, count, start=1000 * (repeat + 1))
+        version = common.create_dataset_version(folder, parent_id=common.latest_dataset_id())
+        finalized = time.perf_counter()
+        wait(lambda old=production: (m := common.production_model()) and m.id != old, 600, interval=0.25)
+        latency = time.perf_counter() - finalized
+        latencies.append(latency)
+        model = common.production_model()
+        assert model.get_metadata("dataset_id") == version, "production moved to a model of another version"
+        print(
+            f"\nfeedback version {repeat + 1}: {count * len(classes)} new images {classes} -> "
+            f"production model {model.id} ({len(model.labels)} classes) after {latency:.1f} s"
+        )
+        breakdown(version, model)
+    print(
+        f"\nfinalize() -> new production model: {', '.join(f'{v:.1f}' for v in latencies)} s "
+        f"(median {statistics.median(latencies):.1f} s) on {os.cpu_count()} CPU cores"
+    )
+
+
+def breakdown(version_id: str, model) -> None:
+    """Where the time went, from the server's timestamps of the tasks involved."""
+    import json
+
+    from clearml import Task
+
+    from pipelines import retrain
+    from tasks import common
+
+    dataset = Task.get_task(task_id=version_id)
+    runs = [
+        t for t in common.find_tasks(retrain.PIPELINE_PROJECT, None) if t.get_parameter("Args/dataset_id") == version_id
+    ]
+    controller = runs[0]
+    steps = {t.name: t for t in Task.get_tasks(task_filter={"parent": controller.id, "search_hidden": True})}
+    rows = [
+        ("trigger poll: finalize -> pipeline run cloned", dataset.data.completed, controller.data.created),
+        ("services agent: run queued -> controller started", controller.data.created, controller.data.started),
+    ]
+    previous = controller.data.started
+    for name in common.STAGES:
+        step = steps[name]
+        rows.append((f"{name}: controller -> step created", previous, step.data.created))
+        rows.append((f"{name}: agent poll (queued -> started)", step.data.created, step.data.started))
+        rows.append((f"{name}: process (started -> completed)", step.data.started, step.data.completed))
+        previous = step.data.completed
+    for label, start, end in rows:
+        print(f"  {label:<52} {seconds(start, end):6.1f} s")
+    metrics = json.loads(model.get_metadata("val_metrics") or "{}")
+    print(
+        f"  {'  inside train: embedding pass':<52} {metrics.get('embedding_seconds', 0):6.1f} s "
+        f"({metrics.get('embeddings_computed', 0)} computed, {metrics.get('embeddings_cached', 0)} cached)"
+    )
+    print(f"  {'  inside train: embeddings + head training':<52} {metrics.get('train_seconds', 0):6.1f} s")
+    upload = steps["train"].get_reported_single_values().get("upload_seconds")
+    if upload is not None:
+        print(f"  {'  inside train: model upload':<52} {upload:6.1f} s")
+
+
+def seconds(start: datetime, end: datetime) -> float:
+    return (end - start).total_seconds()
+
+
+def wait(condition, timeout: float, interval: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {timeout} s")
+        time.sleep(interval)
+
+
+if __name__ == "__main__":
+    main()
