@@ -2,13 +2,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# Content-addressed, so a fresh clone with the same requirements reuses an installed virtualenv.
+REQ_HASH := $(shell cat requirements.txt requirements-torch.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(REQ_HASH)
 
 .PHONY: run test install install-test lint
 
-$(STAMP): requirements.txt requirements-torch.txt requirements-dev.txt pyproject.toml
+$(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-torch.txt
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps -e .
@@ -20,7 +21,7 @@ install-test: $(STAMP)
 	bash scripts/ensure-chromium.sh
 
 run: $(STAMP)
-	$(PY) -m devstack run
+	$(PY) -m devstack run $(ARGS)
 
 test: install-test
 	$(PY) -m pytest

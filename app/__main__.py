@@ -23,7 +23,12 @@ log = logging.getLogger("app")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m app",
+        description=__doc__.splitlines()[0],
+        epilog="Set APP_USERNAME and APP_PASSWORD to require a login.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     # Defaults are the names the training pipeline uses, so the app serves what it registers.
     parser.add_argument("--project", default=PROJECT, help="ClearML project that holds the models")
     parser.add_argument("--model-tag", default=PRODUCTION_TAG, help="serve the newest published model with this tag")
@@ -41,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--data-dir", type=Path, default=Path(".data/app"), help="where feedback is stored")
     parser.add_argument("--max-upload-mb", type=float, default=10.0, help="upload size limit")
-    parser.add_argument("--output-uri", default=None, help="where dataset files go (default: the files server)")
+    parser.add_argument("--output-uri", default=None, help="where dataset files go instead of the ClearML files server")
     return parser.parse_args(argv)
 
 

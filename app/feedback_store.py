@@ -9,7 +9,8 @@ Layout under `root`:
 - `batches/<batch id>.json`: the publishing journal. A batch lists the items of one dataset version-to-be,
   records the draft dataset id before anything is uploaded, and is marked published once that version is
   finalized. An item belongs to at most one batch, and at most one batch is open at a time.
-- `tmp/`: scratch space for the atomic writes; a crash's leftovers are removed on open.
+- `tmp/`: scratch space for the atomic writes; a crash's leftovers are removed on open, so one store directory
+  belongs to one running app.
 
 Exactly-once publishing: an item is pending until its batch is marked published. A batch that is still open
 after a failure or a crash is claimed again by the next publishing attempt with the same items; the publisher
@@ -126,32 +127,33 @@ class FeedbackStore:
         if not data:
             raise ValueError("Refusing to store an empty file")
         digest = sha256_bytes(data)
+        existing = self.get(digest)
+        if existing is not None:
+            return AddResult(existing, created=False)
+        item = FeedbackItem(
+            sha256=digest,
+            label=label,
+            prediction=prediction,
+            probabilities={name: float(p) for name, p in (probabilities or {}).items()},
+            model_id=model_id,
+            created_at=utc_now(),
+            file_name=f"image.{ext}",
+            size=len(data),
+            original_name=original_name,
+        )
+        # Written and fsynced outside the lock, so concurrent submissions do not queue behind each other's disk.
+        staging = self._tmp_dir / uuid.uuid4().hex
+        staging.mkdir()
+        _write_durably(staging / item.file_name, data)
+        _write_durably(staging / "meta.json", json.dumps(asdict(item), indent=1).encode())
+        _fsync_dir(staging)
         with self._lock:
-            existing = self._index.items.get(digest)
-            if existing is not None:
-                return AddResult(existing, created=False)
-            item = FeedbackItem(
-                sha256=digest,
-                label=label,
-                prediction=prediction,
-                probabilities={name: float(p) for name, p in (probabilities or {}).items()},
-                model_id=model_id,
-                created_at=utc_now(),
-                file_name=f"image.{ext}",
-                size=len(data),
-                original_name=original_name,
-            )
-            staging = self._tmp_dir / uuid.uuid4().hex
-            staging.mkdir()
-            _write_durably(staging / item.file_name, data)
-            _write_durably(staging / "meta.json", json.dumps(asdict(item), indent=1).encode())
-            _fsync_dir(staging)
             try:
                 os.rename(staging, self._items_dir / digest)
             except OSError:
-                # Another process stored the same content between our check and the rename.
+                # A concurrent submission of the same content got there first.
                 shutil.rmtree(staging)
-                return AddResult(self._read_item(self._items_dir / digest), created=False)
+                return AddResult(self._index.items.get(digest) or self._read_item(self._items_dir / digest), False)
             _fsync_dir(self._items_dir)
             self._index.items[digest] = item
             return AddResult(item, created=True)
@@ -187,7 +189,8 @@ class FeedbackStore:
             return sorted(self._index.items.values(), key=lambda item: (item.created_at, item.sha256))
 
     def get(self, sha256: str) -> FeedbackItem | None:
-        return self._index.items.get(sha256)
+        with self._lock:
+            return self._index.items.get(sha256)
 
     def image_path(self, item: FeedbackItem) -> Path:
         return self._items_dir / item.sha256 / item.file_name

@@ -131,18 +131,22 @@ def latency(args, checkpoint: Path, url: str, work: Path) -> None:
         "app": through_app,
         "no_op": lambda: client.predict(api_name="/served_model"),
     }
-    # Interleaved, so that every variant sees the same machine load (other processes, clock changes, caches).
+    # Blocks of calls per variant, alternating twice (A B C D A B C D) so slow drifts in machine load hit every
+    # variant alike. Not call-by-call: the OpenMP threads of one process keep spinning for a moment after a
+    # forward and would slow down the other process's next call.
     samples: dict[str, list[float]] = {name: [] for name in variants}
-    for run in range(WARMUP + args.runs):
+    for _ in range(2):
         for name, function in variants.items():
-            started = time.perf_counter()
-            function()
-            if run >= WARMUP:
-                samples[name].append((time.perf_counter() - started) * 1000.0)
+            time.sleep(0.5)
+            for call in range(WARMUP + args.runs // 2):
+                started = time.perf_counter()
+                function()
+                if call >= WARMUP:
+                    samples[name].append((time.perf_counter() - started) * 1000.0)
     bare, forward, app, no_op = (samples[name] for name in variants)
-    reported = reported[WARMUP:]
+    reported = reported[WARMUP : WARMUP + args.runs // 2] + reported[2 * WARMUP + args.runs // 2 :]
 
-    print(f"Predict latency, batch 1, {args.runs} interleaved runs, {image.size[0]}x{image.size[1]} JPEG")
+    print(f"Predict latency, batch 1, {args.runs} runs each, {image.size[0]}x{image.size[1]} JPEG")
     print(f"  bare model (preprocess + forward)       {_percentiles(bare)}")
     print(f"  forward only (tensor ready)             {_percentiles(forward)}")
     print(f"  app via gradio_client /predict          {_percentiles(app)}")

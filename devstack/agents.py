@@ -13,6 +13,7 @@ process group (the daemon and the tasks it started) and waits for it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -53,10 +54,8 @@ class AgentProcess:
 
     def stop(self, timeout: float = 10) -> None:
         """SIGKILL the agent's process group (daemon plus the tasks it runs) and wait until it is gone."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait(timeout)
         deadline = time.monotonic() + timeout
         while _group_alive(self.pid) and time.monotonic() < deadline:
@@ -151,9 +150,7 @@ def execute_task(
         output, _ = process.communicate(timeout=timeout)
     finally:
         # The task's own helper processes share the group; none may outlive the call.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.wait()
     return subprocess.CompletedProcess(process.args, process.returncode, output, None)

@@ -11,6 +11,7 @@ the data dir. Ctrl-C stops every process this command started.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -45,10 +46,8 @@ def kill_tree(pid: int, timeout: float = 10) -> None:
     except psutil.NoSuchProcess:
         return
     for process in family:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(family, timeout=timeout)
 
 
@@ -96,9 +95,7 @@ class Stack:
 
     def start_agents(self) -> None:
         agents_dir = self.data_dir / "agents"
-        services = start_agent(
-            self.client_env, agents_dir, queue=SERVICES_QUEUE, services_mode=True, create_queue=True
-        )
+        services = start_agent(self.client_env, agents_dir, queue=SERVICES_QUEUE, services_mode=True, create_queue=True)
         worker = start_agent(self.client_env, agents_dir, queue=list(WORKER_QUEUES), create_queue=True)
         self.agents = [services, worker]
         for agent in self.agents:

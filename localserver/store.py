@@ -84,9 +84,7 @@ class Store:
     def delete(self, entity: str, doc_id: str) -> None:
         self._conn.execute(f"DELETE FROM {entity} WHERE id = ?", (doc_id,))
 
-    def scan(
-        self, entity: str, ids: Iterable[str] | None = None, projects: Iterable[str] | None = None
-    ) -> list[dict]:
+    def scan(self, entity: str, ids: Iterable[str] | None = None, projects: Iterable[str] | None = None) -> list[dict]:
         """All documents, narrowed by id and/or project through the indexes when given."""
         clauses, params = [], []
         for column, values in (("id", ids), ("project", projects)):

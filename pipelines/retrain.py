@@ -149,7 +149,7 @@ def enqueue_run(dataset_id: str, queue: str = SERVICES_QUEUE, **values) -> str:
     if not template_id:
         raise SystemExit("no registered pipeline: run `python -m pipelines.retrain register` first")
     run = Task.clone(source_task=template_id, name=PIPELINE_NAME)
-    run.set_parameters({"Args/dataset_id": dataset_id, **{f"Args/{k}": v for k, v in values.items()}})
+    run.update_parameters({"Args/dataset_id": dataset_id, **{f"Args/{k}": v for k, v in values.items()}})
     Task.enqueue(run, queue_name=queue)
     return run.id
 

@@ -10,6 +10,7 @@ The SDK's configuration and its "current task" are process-global. So:
   this server; close every task a test starts;
 - agents, pipeline controllers started with ``start()``, and anything that runs a ``__main__`` script, run in
   subprocesses (``run_python``, ``start_agent``), which get ``clearml_env`` and are killed by process group.
+  A task still current after a test (e.g. one a TriggerScheduler created) is closed by an autouse fixture.
 
 Fixtures: ``clearml_server`` (a ``localserver.ServerProcess``: ``api_url``, ``files_url``, ``access_key``,
 ``secret_key``, ``data_dir``, ``client_env()``), ``clearml_env`` (the CLEARML_* dict for subprocesses),
@@ -19,6 +20,7 @@ client environment, killing its process group afterwards).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -53,8 +55,23 @@ def pytest_configure(config):
     _session.update(root=root, server=server, env=env)
 
 
+def _close_current_task() -> None:
+    """A task left open would make the SDK's exit hooks talk to a stopped server (and retry for minutes)."""
+    clearml = sys.modules.get("clearml")
+    task = clearml.Task.current_task() if clearml is not None else None
+    if task is not None:
+        task.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_task():
+    yield
+    _close_current_task()
+
+
 def pytest_unconfigure(config):
     if _session:
+        _close_current_task()
         _session["server"].stop()
         shutil.rmtree(_session["root"], ignore_errors=True)
         _session.clear()
@@ -107,10 +124,8 @@ def run_python(clearml_env):
         try:
             output, _ = process.communicate(timeout=timeout)
         finally:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             process.wait()
         return subprocess.CompletedProcess(process.args, process.returncode, output, None)
 

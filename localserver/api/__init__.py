@@ -18,14 +18,7 @@ class Context:
     store: Store
     user: str
     worker: str | None
-    server: object  # the LocalServer, for settings such as the files URL
-
-    @property
-    def identity(self) -> dict:
-        return {"user": self.user, "company": COMPANY}
-
-
-COMPANY = "localserver"
+    server: object  # the LocalServer
 
 
 def endpoint(*names: str):

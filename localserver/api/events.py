@@ -119,7 +119,9 @@ def get_task_plots(ctx: Context, body: dict) -> dict:
 def debug_images(ctx: Context, body: dict) -> dict:
     task_ids = [m.get("task") for m in body.get("metrics") or [] if isinstance(m, dict)] or id_list(body.get("task"))
     images = ctx.store.events(task_ids, ["training_debug_image"]) if task_ids else []
-    return {"metrics": [{"task": t, "iterations": [{"events": [e for e in images if e["task"] == t]}]} for t in task_ids]}
+    return {
+        "metrics": [{"task": t, "iterations": [{"events": [e for e in images if e["task"] == t]}]} for t in task_ids]
+    }
 
 
 @endpoint("events.scalar_metrics_iter_histogram")

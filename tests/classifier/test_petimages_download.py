@@ -114,6 +114,13 @@ def test_interrupted_download_resumes_with_a_range_request(server, archive, tmp_
     assert target.read_bytes() == content
     assert not (target.parent / "archive.zip.part").exists()
 
+    # A complete .part left behind (crash before the rename): the server answers 416 and the download restarts.
+    target.unlink()
+    (target.parent / "archive.zip.part").write_bytes(content)
+    download(server, target)
+    assert RangeHandler.ranges_seen[-1] == f"bytes={len(content)}-"
+    assert target.read_bytes() == content
+
 
 def test_server_without_range_support_restarts_the_download(archive, tmp_path):
     server, thread = _serve(NoRangeHandler, archive.parent)

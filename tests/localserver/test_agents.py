@@ -93,7 +93,6 @@ def test_pipeline_from_registered_tasks_runs_locally(clearml_server, run_python,
 @pytest.mark.slow
 def test_pipeline_runs_remotely_on_services_and_default_agents(clearml_server, run_python, start_agent, tmp_path):
     """(d) PipelineController.start(queue="services"): controller on a services agent, steps on a default one."""
-    from clearml import Task
 
     project = "pipeline-remote"  # fixed: the services agent re-runs scripts/pipeline.py without arguments
     register_script_task(project, "base-step", SCRIPTS / "step.py", tmp_path)

@@ -1,0 +1,166 @@
+"""HTTP contract of localserver: auth, envelope, routing, errors, status machine and atomic queue pops."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+from server_testing import call, login, ok
+
+
+def test_login_and_token_checks(clearml_server):
+    url = f"{clearml_server.api_url}/auth.login"
+    assert requests.get(url, auth=(clearml_server.access_key, "wrong"), timeout=5).status_code == 401
+    assert requests.get(url, auth=("wrong", clearml_server.secret_key), timeout=5).status_code == 401
+    assert requests.get(url, timeout=5).status_code == 401
+    token = login(clearml_server)
+    for bad in (None, "not-a-jwt", token[:-4] + "abcd"):
+        response = call(clearml_server, "tasks.get_all", bad)
+        assert response.status_code == 401
+        assert response.json()["data"] == {}
+    short = login(clearml_server, expiration_sec=1)
+    assert call(clearml_server, "projects.get_all", short).status_code == 200
+    time.sleep(2.1)
+    expired = call(clearml_server, "projects.get_all", short)
+    assert expired.status_code == 401 and expired.json()["meta"]["result_msg"] == "Token expired"
+
+
+def test_token_claims_select_the_modern_sdk_paths(clearml_server):
+    import jwt
+
+    claims = jwt.decode(login(clearml_server), options={"verify_signature": False})
+    assert claims["api_version"] == "2.31" and claims["feature_set"] == "basic"
+    assert tuple(map(int, claims["server_version"].split("."))) >= (1, 16, 3)
+    assert claims["exp"] > time.time()
+
+
+def test_routes_with_any_version_get_bodies_and_query_parameters(clearml_server):
+    token = login(clearml_server)
+    headers = {"Authorization": f"Bearer {token}"}
+    name = f"route-{uuid.uuid4().hex[:6]}"
+    created = ok(clearml_server, "projects.create", token, name=name)
+    for prefix in ("/v2.5", "/v2.23", "/v2.31", "", "/api/v2.14"):
+        response = requests.get(
+            f"{clearml_server.api_url}{prefix}/projects.get_all", json={"name": f"^{name}$"}, headers=headers, timeout=5
+        )
+        assert response.status_code == 200
+        assert [p["id"] for p in response.json()["data"]["projects"]] == [created["id"]]
+    by_query = requests.get(
+        f"{clearml_server.api_url}/projects.get_by_id", params={"project": created["id"]}, headers=headers, timeout=5
+    )
+    assert by_query.json()["data"]["project"]["name"] == name
+    meta = by_query.json()["meta"]
+    assert meta["result_code"] == 200 and meta["endpoint"]["name"] == "projects.get_by_id"
+    assert by_query.headers["Connection"] == "close"
+
+
+def test_unknown_endpoints_and_bad_input_are_400_with_empty_data(clearml_server):
+    token = login(clearml_server)
+    for endpoint in ("tasks.no_such_action", "nosuchservice.get_all"):
+        response = call(clearml_server, endpoint, token)
+        assert response.status_code == 400 and response.json()["data"] == {}
+    not_json = requests.post(
+        f"{clearml_server.api_url}/tasks.get_all",
+        data=b"{not json",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=5,
+    )
+    assert not_json.status_code == 400 and not_json.json()["data"] == {}
+    missing = call(clearml_server, "tasks.get_by_id", token, task="no-such-task")
+    assert missing.status_code == 400
+    assert (missing.json()["meta"]["result_subcode"], missing.json()["data"]) == (101, {})
+    queue_by_name = call(clearml_server, "queues.get_by_id", token, queue="default")  # get_queue_id relies on it
+    assert queue_by_name.status_code == 400 and queue_by_name.json()["data"] == {}
+    assert call(clearml_server, "models.get_by_id", token, model="nope").json()["meta"]["result_subcode"] == 201
+
+
+def test_project_hierarchy_and_hidden_projects(clearml_server):
+    token = login(clearml_server)
+    root = f"tree-{uuid.uuid4().hex[:6]}"
+    child_id = ok(clearml_server, "projects.create", token, name=f"{root}/.datasets/photos")["id"]
+    parent = ok(clearml_server, "projects.get_all", token, name=f"^{root}/\\.datasets$")["projects"][0]
+    ok(clearml_server, "projects.update", token, project=parent["id"], system_tags=["hidden"])
+    ok(clearml_server, "projects.update", token, project=child_id, system_tags=["dataset", "hidden"])
+    visible = ok(clearml_server, "projects.get_all", token, name=f"^{root}")["projects"]
+    assert [p["name"] for p in visible] == [root]
+    everything = ok(clearml_server, "projects.get_all", token, name=f"^{root}/.*", search_hidden=True)["projects"]
+    assert sorted(p["name"] for p in everything) == [f"{root}/.datasets", f"{root}/.datasets/photos"]
+    child = ok(clearml_server, "projects.get_by_id", token, project=child_id)["project"]
+    assert child["parent"] == parent["id"] and child["basename"] == "photos"
+    duplicate = call(clearml_server, "projects.create", token, name=root)
+    assert duplicate.status_code == 400 and duplicate.json()["meta"]["result_subcode"] == 801
+
+
+def test_status_machine_timestamps_and_force(clearml_server):
+    token = login(clearml_server)
+    task_id = ok(clearml_server, "tasks.create", token, name="states", type="training")["id"]
+    created = ok(clearml_server, "tasks.get_by_id", token, task=task_id)["task"]
+    assert created["status"] == "created"
+    refused = call(clearml_server, "tasks.completed", token, task=task_id)
+    assert refused.status_code == 400 and refused.json()["meta"]["result_subcode"] == 110
+    ok(clearml_server, "tasks.started", token, task=task_id)
+    ok(clearml_server, "tasks.completed", token, task=task_id)
+    done = ok(clearml_server, "tasks.get_by_id", token, task=task_id)["task"]
+    assert done["status"] == "completed" and done["started"] and done["completed"]
+    assert done["last_update"] > created["last_update"] and done["last_change"] > created["last_change"]
+    assert call(clearml_server, "tasks.stopped", token, task=task_id).status_code == 400
+    ok(clearml_server, "tasks.stopped", token, task=task_id, force=True)
+    assert call(clearml_server, "tasks.edit", token, task=task_id, name="x").status_code == 400
+    ok(clearml_server, "tasks.edit", token, task=task_id, name="renamed", force=True)
+    assert ok(clearml_server, "tasks.get_by_id", token, task=task_id)["task"]["name"] == "renamed"
+
+
+def test_events_json_lines_update_last_metrics(clearml_server):
+    token = login(clearml_server)
+    task_id = ok(clearml_server, "tasks.create", token, name="events", type="training")["id"]
+    lines = "\n".join(
+        requests.models.complexjson.dumps(
+            {
+                "task": task_id,
+                "type": "training_stats_scalar",
+                "metric": "acc",
+                "variant": "val",
+                "iter": i,
+                "value": v,
+                "timestamp": 1000 + i,
+                "method": "get",
+            }
+        )
+        for i, v in enumerate([0.5, 0.9, 0.7])
+    )
+    response = requests.post(
+        f"{clearml_server.api_url}/events.add_batch",
+        data=lines,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json-lines"},
+        timeout=5,
+    )
+    assert response.json()["data"]["added"] == 3
+    task = ok(clearml_server, "tasks.get_by_id", token, task=task_id)["task"]
+    (variants,) = task["last_metrics"].values()
+    (value,) = variants.values()
+    assert (value["value"], value["min_value"], value["max_value"], task["last_iteration"]) == (0.7, 0.5, 0.9, 2)
+    histogram = ok(clearml_server, "events.scalar_metrics_iter_histogram", token, task=task_id)
+    assert histogram["acc"]["val"] == {"name": "val", "x": [0, 1, 2], "y": [0.5, 0.9, 0.7]}
+
+
+def test_concurrent_get_next_task_hands_out_each_task_once(clearml_server):
+    token = login(clearml_server)
+    queue_id = ok(clearml_server, "queues.create", token, name=f"pop-{uuid.uuid4().hex[:6]}")["id"]
+    task_ids = []
+    for index in range(40):
+        task_id = ok(clearml_server, "tasks.create", token, name=f"pop-{index}", type="training")["id"]
+        ok(clearml_server, "tasks.enqueue", token, task=task_id, queue=queue_id)
+        task_ids.append(task_id)
+
+    def drain(_):
+        popped = []
+        while entry := ok(clearml_server, "queues.get_next_task", token, queue=queue_id).get("entry"):
+            popped.append(entry["task"])
+        return popped
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [task for popped in pool.map(drain, range(8)) for task in popped]
+    assert sorted(results) == sorted(task_ids)
+    assert ok(clearml_server, "queues.get_num_entries", token, queue=queue_id)["num"] == 0
