@@ -130,7 +130,9 @@ def breakdown(version_id: str, model) -> None:
     runs = [
         t for t in common.find_tasks(retrain.PIPELINE_PROJECT, None) if t.get_parameter("Args/dataset_id") == version_id
     ]
-    controller = runs[0]
+    # The production tag moves inside the last step; wait for the run to end to read every timestamp.
+    wait(lambda: Task.get_task(task_id=runs[0].id).status in ("completed", "failed"), 300)
+    controller = Task.get_task(task_id=runs[0].id)
     steps = {t.name: t for t in Task.get_tasks(task_filter={"parent": controller.id, "search_hidden": True})}
     rows = [
         ("trigger poll: finalize -> pipeline run cloned", dataset.data.completed, controller.data.created),
@@ -143,6 +145,7 @@ def breakdown(version_id: str, model) -> None:
         rows.append((f"{name}: agent poll (queued -> started)", step.data.created, step.data.started))
         rows.append((f"{name}: process (started -> completed)", step.data.started, step.data.completed))
         previous = step.data.completed
+    rows.append(("controller: last step -> run completed", previous, controller.data.completed))
     for label, start, end in rows:
         print(f"  {label:<52} {seconds(start, end):6.1f} s")
     metrics = json.loads(model.get_metadata("val_metrics") or "{}")

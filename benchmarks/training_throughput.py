@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round and side")
     parser.add_argument("--rounds", type=int, default=3, help="alternating real/synthetic rounds (median taken)")
-    parser.add_argument("--num-workers", type=int, default=-1, help="-1: one per core, at most 8")
+    parser.add_argument("--num-workers", type=int, default=-1, help="-1: one per core, at most 16")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     parser.add_argument("--head-images", type=int, default=1000, help="images embedded, then used by the retrain")
     parser.add_argument("--head-backbone", default="efficientnet_lite0")

@@ -48,7 +48,7 @@ class TrainConfig:
     step_size: int = 5  # StepLR
     gamma: float = 0.5
     seed: int = 0
-    num_workers: int = -1  # -1: one DataLoader worker per CPU core, at most 8
+    num_workers: int = -1  # -1: one DataLoader worker per CPU core, at most 16
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     channels_last: bool = True  # on CUDA (ignored on CPU)

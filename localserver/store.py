@@ -29,6 +29,10 @@ _SCHEMA = [
     "type TEXT NOT NULL, metric TEXT, variant TEXT, iter INTEGER, timestamp INTEGER, doc TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS events_task_type ON events(task, type)",
     "CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    # Queue entries live in their own table so a pop is an indexed delete, not a rewrite of the queue document.
+    "CREATE TABLE IF NOT EXISTS queue_entries (seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, "
+    "task TEXT NOT NULL, added TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS queue_entries_queue ON queue_entries(queue, seq)",
 ]
 
 
@@ -129,6 +133,35 @@ class Store:
 
     def delete_events(self, task_id: str) -> int:
         return self._conn.execute("DELETE FROM events WHERE task = ?", (task_id,)).rowcount
+
+    # queue entries (FIFO by insertion order)
+    def queue_entries(self, queue_id: str) -> list[dict]:
+        rows = self._conn.execute(
+            "SELECT task, added FROM queue_entries WHERE queue = ? ORDER BY seq", (queue_id,)
+        ).fetchall()
+        return [{"task": task, "added": added} for task, added in rows]
+
+    def add_queue_entry(self, queue_id: str, task_id: str, added: str) -> None:
+        self._conn.execute(
+            "INSERT INTO queue_entries (queue, task, added) VALUES (?, ?, ?)", (queue_id, task_id, added)
+        )
+
+    def remove_queue_entry(self, queue_id: str, task_id: str) -> int:
+        return self._conn.execute(
+            "DELETE FROM queue_entries WHERE queue = ? AND task = ?", (queue_id, task_id)
+        ).rowcount
+
+    def pop_queue_entry(self, queue_id: str) -> dict | None:
+        row = self._conn.execute(
+            "SELECT seq, task, added FROM queue_entries WHERE queue = ? ORDER BY seq LIMIT 1", (queue_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        self._conn.execute("DELETE FROM queue_entries WHERE seq = ?", (row[0],))
+        return {"task": row[1], "added": row[2]}
+
+    def delete_queue_entries(self, queue_id: str) -> None:
+        self._conn.execute("DELETE FROM queue_entries WHERE queue = ?", (queue_id,))
 
     # settings
     def setting(self, key: str) -> str | None:

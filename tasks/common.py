@@ -64,6 +64,9 @@ def init_stage_task(stage: str, task_type: str, params: dict[str, Any]) -> tuple
         auto_connect_frameworks=False,
         auto_resource_monitoring=False,
     )
+    if Task.running_locally():
+        # Record the stage's entry point, not this process's command line: a clone then runs like a template.
+        set_literal_script(task, f"tasks.{stage}:main", f"{stage}_step.py")
     if not task.output_uri:
         # Under an agent `output_uri=True` above is ignored; a model must still reach the files server.
         task.output_uri = True
@@ -240,7 +243,6 @@ def set_literal_script(task: Task, entry: str, entry_point: str) -> None:
         entry_point=entry_point,
         binary="python3",
     )
-    task.set_packages([])
 
 
 def find_tasks(

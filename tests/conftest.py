@@ -11,6 +11,8 @@ The SDK's configuration and its "current task" are process-global. So:
 - agents, pipeline controllers started with ``start()``, and anything that runs a ``__main__`` script, run in
   subprocesses (``run_python``, ``start_agent``), which get ``clearml_env`` and are killed by process group.
   A task still current after a test (e.g. one a TriggerScheduler created) is closed by an autouse fixture.
+  Requesting ``clearml_server`` also calls ``Task.force_store_standalone_script()``: a task started from
+  ``.venv/bin/pytest`` inside this git checkout can otherwise hang in git detection (protocol note, section 7).
 
 Fixtures: ``clearml_server`` (a ``localserver.ServerProcess``: ``api_url``, ``files_url``, ``access_key``,
 ``secret_key``, ``data_dir``, ``client_env()``), ``clearml_env`` (the CLEARML_* dict for subprocesses),
@@ -79,9 +81,14 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(scope="session")
 def clearml_server():
+    from clearml import Task
+
     server = _session["server"]
     if server.process.poll() is not None:
         pytest.fail(f"the session's localserver exited; see {server.data_dir / 'server.log'}")
+    # In-process tasks would start from .venv/bin/pytest inside this git checkout, where the SDK's repository
+    # detection races its reporter fork and can hang the task; store the script text instead.
+    Task.force_store_standalone_script()
     return server
 
 

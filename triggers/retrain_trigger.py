@@ -46,8 +46,10 @@ def ensure_dataset(bootstrap_folder: Path | None = None) -> str:
         return common.create_dataset_version(build_sample_dataset(Path(tmp) / "sample"))
 
 
-def build_scheduler(pipeline_id: str, poll_minutes: float, queue: str = retrain.SERVICES_QUEUE) -> TriggerScheduler:
-    """A scheduler task with the dataset trigger, watching from now on (versions finalized later trigger)."""
+def build_scheduler(
+    pipeline_id: str, poll_minutes: float, queue: str = retrain.SERVICES_QUEUE
+) -> tuple[TriggerScheduler, Task]:
+    """A scheduler and its task, with the dataset trigger watching from now on (later versions trigger)."""
     task, _ = _scheduler_task({"poll_minutes": poll_minutes})
     scheduler = TriggerScheduler(pooling_frequency_minutes=poll_minutes, sync_frequency_minutes=60)
     scheduler.add_dataset_trigger(
@@ -63,7 +65,7 @@ def build_scheduler(pipeline_id: str, poll_minutes: float, queue: str = retrain.
     for trigger in scheduler.get_triggers():
         trigger.last_update = datetime.now(timezone.utc)
     task.set_comment(f"Clones pipeline {pipeline_id} for each new version of {common.DATASET_NAME}")
-    return scheduler
+    return scheduler, task
 
 
 def _scheduler_task(settings: dict) -> tuple[Task, dict]:
@@ -106,8 +108,7 @@ def register(
         raise SystemExit("no registered pipeline: run `python -m pipelines.retrain register` first")
     dataset_id = ensure_dataset(bootstrap_folder)
     print(f"dataset {common.DATASET_PROJECT}/{common.DATASET_NAME} newest version: {dataset_id}")
-    scheduler = build_scheduler(pipeline_id, poll_minutes, queue)
-    task = Task.current_task()
+    scheduler, task = build_scheduler(pipeline_id, poll_minutes, queue)
     if foreground:
         scheduler.start()
     common.set_literal_script(task, "triggers.retrain_trigger:run_scheduler", "retrain_trigger.py")

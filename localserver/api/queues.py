@@ -1,4 +1,7 @@
-"""queues.*: named FIFO queues of task ids; ``get_next_task`` pops atomically inside the store transaction."""
+"""queues.*: named FIFO queues of task ids; ``get_next_task`` pops atomically inside the store transaction.
+
+Entries are kept in the store's ``queue_entries`` table and attached as ``entries`` when a queue is read.
+"""
 
 from __future__ import annotations
 
@@ -22,13 +25,16 @@ def create_queue(ctx: Context, name: str, tags=None, system_tags=None) -> dict:
         "last_update": stamp,
         "tags": list(tags or []),
         "system_tags": list(system_tags or []),
-        "entries": [],
         "metadata": {},
         "user": ctx.user,
         "company": "",
     }
     ctx.store.put("queues", doc)
-    return doc
+    return with_entries(ctx, doc)
+
+
+def with_entries(ctx: Context, doc: dict) -> dict:
+    return {**doc, "entries": ctx.store.queue_entries(doc["id"])}
 
 
 def get_queue(ctx: Context, ref) -> dict:
@@ -49,23 +55,13 @@ def default_queue(ctx: Context) -> dict:
 
 
 def add_task(ctx: Context, queue_id: str, task_id: str) -> None:
-    doc = get_queue(ctx, queue_id)
-    doc["entries"] = [e for e in doc["entries"] if e["task"] != task_id]
-    doc["entries"].append({"task": task_id, "added": now()})
-    doc["last_update"] = now()
-    ctx.store.put("queues", doc)
+    get_queue(ctx, queue_id)
+    ctx.store.remove_queue_entry(queue_id, task_id)
+    ctx.store.add_queue_entry(queue_id, task_id, now())
 
 
 def remove_task(ctx: Context, queue_id: str, task_id: str) -> int:
-    doc = ctx.store.get("queues", queue_id)
-    if doc is None:
-        return 0
-    before = len(doc["entries"])
-    doc["entries"] = [e for e in doc["entries"] if e["task"] != task_id]
-    if len(doc["entries"]) != before:
-        doc["last_update"] = now()
-        ctx.store.put("queues", doc)
-    return before - len(doc["entries"])
+    return ctx.store.remove_queue_entry(queue_id, task_id)
 
 
 @endpoint("queues.create")
@@ -78,7 +74,7 @@ def create(ctx: Context, body: dict) -> dict:
 
 @endpoint("queues.get_by_id")
 def get_by_id(ctx: Context, body: dict) -> dict:
-    return {"queue": get_queue(ctx, require(body, "queue"))}
+    return {"queue": with_entries(ctx, get_queue(ctx, require(body, "queue")))}
 
 
 @endpoint("queues.get_all", "queues.get_all_ex")
@@ -87,7 +83,7 @@ def get_all(ctx: Context, body: dict) -> dict:
     docs = ctx.store.scan("queues", ids=ids or None)
     if not body.get("search_hidden") and not ids:
         docs = [d for d in docs if "hidden" not in (d.get("system_tags") or [])]
-    return {"queues": run_query(docs, body, SPEC)}
+    return {"queues": run_query([with_entries(ctx, d) for d in docs], body, SPEC)}
 
 
 @endpoint("queues.get_default")
@@ -108,27 +104,24 @@ def update(ctx: Context, body: dict) -> dict:
 @endpoint("queues.delete")
 def delete(ctx: Context, body: dict) -> dict:
     doc = get_queue(ctx, require(body, "queue"))
-    if doc["entries"] and not body.get("force"):
+    if ctx.store.queue_entries(doc["id"]) and not body.get("force"):
         raise bad_request(f"queue {doc['id']} is not empty (use force)")
+    ctx.store.delete_queue_entries(doc["id"])
     ctx.store.delete("queues", doc["id"])
     return {"deleted": 1}
 
 
 @endpoint("queues.get_next_task")
 def get_next_task(ctx: Context, body: dict) -> dict:
-    doc = get_queue(ctx, require(body, "queue"))
-    while doc["entries"]:
-        entry = doc["entries"].pop(0)
+    queue_id = get_queue(ctx, require(body, "queue"))["id"]
+    while entry := ctx.store.pop_queue_entry(queue_id):
         task = ctx.store.get("tasks", entry["task"])
         if task is None or task.get("status") != "queued":
             continue  # stale entry: the task was deleted or dequeued elsewhere
-        doc["last_update"] = now()
-        ctx.store.put("queues", doc)
         result = {"entry": entry}
         if body.get("get_task_info"):
             result["task_info"] = {"company": task.get("company", ""), "user": task.get("user")}
         return result
-    ctx.store.put("queues", doc)
     return {}
 
 
@@ -145,13 +138,13 @@ def remove_task_endpoint(ctx: Context, body: dict) -> dict:
 
 @endpoint("queues.peek_task")
 def peek_task(ctx: Context, body: dict) -> dict:
-    entries = get_queue(ctx, require(body, "queue"))["entries"]
+    entries = ctx.store.queue_entries(get_queue(ctx, require(body, "queue"))["id"])
     return {"task": entries[0]["task"]} if entries else {}
 
 
 @endpoint("queues.get_num_entries")
 def get_num_entries(ctx: Context, body: dict) -> dict:
-    return {"num": len(get_queue(ctx, require(body, "queue"))["entries"])}
+    return {"num": len(ctx.store.queue_entries(get_queue(ctx, require(body, "queue"))["id"]))}
 
 
 @endpoint("queues.get_queue_metrics")

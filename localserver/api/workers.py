@@ -19,7 +19,7 @@ def _queue_entries(ctx: Context, queue_ids) -> list[dict]:
     for queue_id in id_list(queue_ids):
         queue = ctx.store.get("queues", queue_id)
         if queue:
-            entries.append({"id": queue_id, "name": queue["name"], "num_tasks": len(queue["entries"])})
+            entries.append({"id": queue_id, "name": queue["name"], "num_tasks": len(ctx.store.queue_entries(queue_id))})
     return entries
 
 

@@ -52,7 +52,7 @@ def test_two_agents_racing_on_one_queue_run_each_task_once(clearml_server, start
     queue_id = ok(clearml_server, "queues.create", token, name=queue)["id"]
     template = register_script_task(f"race-{queue}", "marker", SCRIPTS / "marker.py", tmp_path)
     task_ids = []
-    for index in range(6):
+    for index in range(4):
         task = Task.clone(source_task=template, name=f"marker-{index}")
         Task.enqueue(task, queue_id=queue_id)
         task_ids.append(task.id)

@@ -57,14 +57,14 @@ def loop(env, workers, tmp_path_factory):
     state = {"data": data, "pipeline_id": pipeline_id, "workers": workers}
     state["base"] = common.create_dataset_version(support.image_folder(data / "base", ["cat", "dog"], 12))
     yield state
-    if "scheduler" in state:
-        state["scheduler"]._task.close()
+    if "scheduler_task" in state:
+        state["scheduler_task"].close()
 
 
 @pytest.fixture(scope="module")
 def scheduler(loop):
-    loop["scheduler"] = retrain_trigger.build_scheduler(loop["pipeline_id"], poll_minutes=0.05)
-    return loop["scheduler"]
+    built, loop["scheduler_task"] = retrain_trigger.build_scheduler(loop["pipeline_id"], poll_minutes=0.05)
+    return built
 
 
 def wait_finished(task_id: str) -> str:
@@ -94,6 +94,9 @@ def test_base_version_trains_the_first_production_model(loop):
     assert {"cat", "dog"} <= set(production.labels)
     steps = {t.name: t for t in Task.get_tasks(task_filter={"parent": run_id, "search_hidden": True})}
     assert set(steps) == set(common.STAGES)
+    # The parameters given at registration reach the steps of a run cloned from the draft.
+    assert steps["train"].get_parameter("General/epochs") == "3"
+    assert steps["train"].get_parameter("General/mode") == "head"
     assert steps["train"].id in loop["workers"]["gpu"].log_text(), "train must run on the GPU queue"
     assert steps["prepare_data"].id in loop["workers"]["default"].log_text()
     loop["first_production"] = production.id
@@ -136,6 +139,22 @@ def test_a_failing_step_fails_the_run_and_keeps_production(loop):
     steps = {t.name: t.status for t in Task.get_tasks(task_filter={"parent": run_id, "search_hidden": True})}
     assert steps == {"prepare_data": "failed"}
     assert common.production_model().id == production
+
+
+def test_the_trigger_command_starts_one_scheduler_service_that_retrains(loop, env):
+    support.run_module(env, "triggers.retrain_trigger", "--poll-minutes", "0.05")
+    again = support.run_module(env, "triggers.retrain_trigger", "--poll-minutes", "0.05")
+    assert "already registered" in again.stdout
+    (service,) = retrain_trigger.active_schedulers()
+    before = {run.id for run in triggered_runs()}
+    version = new_version(loop, "foxes", ["fox"], 0)
+    run = support.wait_until(
+        lambda: [r for r in triggered_runs() if r.id not in before], 120, "the scheduler service to start a run"
+    )
+    assert [r.get_parameter("Args/dataset_id") for r in run] == [version]
+    assert wait_finished(run[0].id) == "completed"
+    assert "fox" in common.production_model().labels
+    assert [t.id for t in retrain_trigger.active_schedulers()] == [service.id]
 
 
 def test_rollback_moves_production_to_the_previous_published_model(loop):
