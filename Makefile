@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Content-addressed, so a fresh clone with the same requirements reuses an installed virtualenv.
-REQ_HASH := $(shell cat requirements.txt requirements-torch.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-12)
+REQ_HASH := $(shell cat requirements.txt requirements-torch.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml | sha256sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 
 .PHONY: run test install install-test lint
@@ -12,6 +12,7 @@ $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements-torch.txt
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 

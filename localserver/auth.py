@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import math
 import secrets
 import time
 
@@ -51,7 +52,8 @@ class TokenAuthority:
             lifetime = int(expiration_sec) if expiration_sec else DEFAULT_EXPIRATION_SEC
         except (TypeError, ValueError):
             lifetime = DEFAULT_EXPIRATION_SEC
-        issued = int(time.time())
+        now = time.time()
+        issued = int(now)
         claims = {
             "identity": {
                 "user": USER_ID,
@@ -66,7 +68,7 @@ class TokenAuthority:
             "feature_set": "basic",
             "env": "local",
             "iat": issued,
-            "exp": issued + max(lifetime, 1),
+            "exp": math.ceil(now + max(lifetime, 1)),  # valid for at least the requested time
         }
         return jwt.encode(claims, self._signing_key, algorithm="HS256")
 

@@ -56,6 +56,12 @@ class RequestHandler(BaseHTTPRequestHandler):
     def do_HEAD(self):
         self._dispatch("HEAD")
 
+    def do_PATCH(self):
+        self._dispatch("PATCH")
+
+    def do_OPTIONS(self):  # the base class would answer 501 for an unknown method
+        self._dispatch("OPTIONS")
+
     def _dispatch(self, method: str) -> None:
         self.close_connection = True
         url = urlsplit(self.path)

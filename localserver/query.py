@@ -159,8 +159,6 @@ def _match_field(doc, key, wanted, spec: QuerySpec) -> bool | None:
     if key in spec.pattern_fields:
         return match_pattern(get_path(doc, key), wanted)
     if key in spec.datetime_fields:
-        if isinstance(wanted, list) and wanted and all(isinstance(w, (int, float)) or w is None for w in wanted):
-            return match_range(parse_datetime(get_path(doc, key)), [parse_datetime(w) for w in wanted])
         return match_datetime(get_path(doc, key), wanted)
     if key in spec.range_fields or any(key.startswith(p + ".") for p in spec.range_fields):
         return match_range(get_path(doc, key), wanted)

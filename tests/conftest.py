@@ -77,6 +77,10 @@ def pytest_unconfigure(config):
         _session["server"].stop()
         shutil.rmtree(_session["root"], ignore_errors=True)
         _session.clear()
+    # Reap exited children (the SDK forks reporter processes); orphaned zombies would outlive the run.
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
 
 
 @pytest.fixture(scope="session")

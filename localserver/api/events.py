@@ -109,7 +109,7 @@ def get_task_events(ctx: Context, body: dict) -> dict:
     return _scroll(_task_events(ctx, body, [event_type] if event_type else []), body)
 
 
-@endpoint("events.get_task_plots", "events.get_multi_task_plots")
+@endpoint("events.get_task_plots")
 def get_task_plots(ctx: Context, body: dict) -> dict:
     result = _scroll(_task_events(ctx, body, ["plot"]), body)
     return {"plots": result["events"], **{k: v for k, v in result.items() if k != "events"}}
@@ -170,4 +170,5 @@ def get_task_latest_scalar_values(ctx: Context, body: dict) -> dict:
 @endpoint("events.delete_for_task")
 def delete_for_task(ctx: Context, body: dict) -> dict:
     tasks_api.get_task(ctx, require(body, "task"))
-    return {"deleted": ctx.store.delete_events(body["task"])}
+    ctx.store.delete_events(body["task"])
+    return {"deleted": True}

@@ -44,11 +44,10 @@ EDITABLE = (
     "script",
     "hyperparams",
     "configuration",
-    "models",
     "container",
     "runtime",
     "input",
-)
+)  # plus project, execution (keeping artifacts and queue unless given), output_dest and models, handled below
 
 
 def new_task(ctx: Context, body: dict) -> dict:
@@ -370,7 +369,7 @@ def _delete(ctx: Context, doc: dict, body: dict) -> dict:
         queues_api.remove_task(ctx, doc["execution"]["queue"], doc["id"])
     events = ctx.store.delete_events(doc["id"])
     ctx.store.delete("tasks", doc["id"])
-    return {"deleted": 1, "events": {"deleted": events}, "updated_children": 0, "updated_models": 0}
+    return {"deleted": True, "events": {"deleted": events}, "updated_children": 0, "updated_models": 0}
 
 
 @endpoint("tasks.delete")

@@ -61,6 +61,7 @@ def test_unknown_endpoints_and_bad_input_are_400_with_empty_data(clearml_server)
     for endpoint in ("tasks.no_such_action", "nosuchservice.get_all"):
         response = call(clearml_server, endpoint, token)
         assert response.status_code == 400 and response.json()["data"] == {}
+        assert f"unknown endpoint POST /v2.23/{endpoint}" in (clearml_server.data_dir / "server.log").read_text()
     not_json = requests.post(
         f"{clearml_server.api_url}/tasks.get_all",
         data=b"{not json",

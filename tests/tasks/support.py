@@ -16,6 +16,15 @@ from clearml import Task
 from classifier.synthetic import make_image_folder
 from tasks import common
 
+# Set by the SDK in a process that has a task, for its own children; an independent process must not see them.
+_PARENT_TASK_VARIABLES = (
+    "CLEARML_TASK_ID",
+    "TRAINS_TASK_ID",
+    "CLEARML_PROC_MASTER_ID",
+    "TRAINS_PROC_MASTER_ID",
+    "CLEARML_SIMULATE_REMOTE_TASK",
+    "CLEARML_LOG_TASK_TO_BACKEND",
+)
 # Reporting from a subprocess makes every SDK process wait 10 s at exit; our short-lived steps cannot afford it.
 _FAST_EXIT = "\nsdk { development { report_use_subprocess: false } }\n"
 
@@ -32,7 +41,7 @@ def run_module(env: dict[str, str], module: str, *args: str, timeout: float = 24
     """`python -m module args` with `env`; its whole process group is killed afterwards."""
     process = subprocess.Popen(
         [sys.executable, "-m", module, *args],
-        env={**os.environ, **env},
+        env={**{k: v for k, v in os.environ.items() if k not in _PARENT_TASK_VARIABLES}, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
