@@ -97,6 +97,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         except ApiError as exc:
             log.info("%s -> %d/%d %s", endpoint, exc.code, exc.subcode, exc.msg)
             self._send_envelope(exc.code, exc.subcode, exc.msg, endpoint, version, trx, {})
+        except ConnectionError:
+            raise
         except Exception as exc:  # noqa: BLE001 - a 5xx would make the SDK retry for minutes
             log.error("internal error in %s: %s\n%s", endpoint, exc, traceback.format_exc())
             self._send_envelope(400, 0, f"Internal error: {exc}", endpoint, version, trx, {})
@@ -191,6 +193,11 @@ class RequestHandler(BaseHTTPRequestHandler):
         except ApiError as exc:
             log.info("files %s %s -> %d %s", method, object_path, exc.code, exc.msg)
             self._send_json(exc.code, {"error": exc.msg})
+        except OSError as exc:  # e.g. a full disk; ConnectionError (client gone) is handled by the caller
+            if isinstance(exc, ConnectionError):
+                raise
+            log.error("files %s %s failed: %s", method, object_path, exc)
+            self._send_json(400, {"error": f"File operation failed: {exc}"})
 
     def _upload(self, prefix: str) -> None:
         if prefix == "delete_many":

@@ -79,7 +79,7 @@ def test_pipeline_from_registered_tasks_runs_locally(clearml_server, run_python,
     project = f"pipeline-local-{uuid.uuid4().hex[:6]}"
     register_script_task(project, "base-step", SCRIPTS / "step.py", tmp_path)
     shutil.copy(SCRIPTS / "pipeline.py", tmp_path / "pipeline.py")
-    result = run_python(tmp_path / "pipeline.py", project, "local", cwd=tmp_path, timeout=240)
+    result = run_python(tmp_path / "pipeline.py", "local", env={"PIPELINE_PROJECT": project}, cwd=tmp_path, timeout=240)
     assert result.returncode == 0, result.stdout[-4000:]
     steps = pipeline_tasks(project, "^step-")
     assert sorted((s.name, s.status) for s in steps) == [("step-one", "completed"), ("step-two", "completed")]
@@ -91,15 +91,20 @@ def test_pipeline_from_registered_tasks_runs_locally(clearml_server, run_python,
 
 
 @pytest.mark.slow
-def test_pipeline_runs_remotely_on_services_and_default_agents(clearml_server, run_python, start_agent, tmp_path):
-    """(d) PipelineController.start(queue="services"): controller on a services agent, steps on a default one."""
-
-    project = "pipeline-remote"  # fixed: the services agent re-runs scripts/pipeline.py without arguments
+def test_pipeline_runs_remotely_on_services_and_default_agents(
+    clearml_server, run_python, start_agent, tmp_path, monkeypatch
+):
+    """(d) PipelineController.start(queue="services"): controller on a services agent, steps on a second one."""
+    project = f"pipeline-remote-{uuid.uuid4().hex[:6]}"
+    step_queue = f"steps-{uuid.uuid4().hex[:6]}"  # not "default": other tests may leave tasks queued there
+    # The services agent passes its environment on to the controller it runs.
+    monkeypatch.setenv("PIPELINE_PROJECT", project)
+    monkeypatch.setenv("PIPELINE_STEP_QUEUE", step_queue)
     register_script_task(project, "base-step", SCRIPTS / "step.py", tmp_path)
     start_agent("services", services_mode=True, create_queue=True, poll_sec=0.5)
-    start_agent("default", poll_sec=0.5)
+    start_agent(step_queue, create_queue=True, poll_sec=0.5)
     shutil.copy(SCRIPTS / "pipeline.py", tmp_path / "pipeline.py")
-    result = run_python(tmp_path / "pipeline.py", project, cwd=tmp_path, timeout=120)
+    result = run_python(tmp_path / "pipeline.py", cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stdout[-4000:]
     (controller,) = pipeline_tasks(project, "^pipe$")
 

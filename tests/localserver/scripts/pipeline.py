@@ -1,14 +1,16 @@
-"""Pipeline controller from registered tasks: ``pipeline.py PROJECT local`` runs steps as local subprocesses;
-without ``local`` (also how the services agent re-runs it) it goes to the ``services`` queue."""
+"""Pipeline controller from registered tasks in $PIPELINE_PROJECT; steps go to $PIPELINE_STEP_QUEUE.
 
+``pipeline.py local`` runs the steps as local subprocesses; without it (also how the services agent re-runs this
+script, inheriting the environment through the agent) the controller goes to the ``services`` queue."""
+
+import os
 import sys
 
 from clearml import PipelineController
 
-project = sys.argv[1] if len(sys.argv) > 1 else "pipeline-remote"
-mode = sys.argv[2] if len(sys.argv) > 2 else "remote"
+project = os.environ["PIPELINE_PROJECT"]
 pipe = PipelineController(name="pipe", project=project, version="1.0.0", pool_frequency=0.02)
-pipe.set_default_execution_queue("default")
+pipe.set_default_execution_queue(os.environ.get("PIPELINE_STEP_QUEUE", "default"))
 pipe.add_parameter("lr", 0.3)
 pipe.add_step(
     name="step-one",
@@ -23,7 +25,7 @@ pipe.add_step(
     base_task_name="base-step",
     parameter_override={"General/lr": "${step-one.parameters.General/lr}"},
 )
-if mode == "local":
+if sys.argv[1:] == ["local"]:
     pipe.start_locally(run_pipeline_steps_locally=True)
 else:
     pipe.start(queue="services")
