@@ -20,6 +20,12 @@ Python::
         server.write_client_config(path)
 
     proc = start_server_process(data_dir, port=0)   # subprocess; .pid .api_url .client_env() .stop() .kill()
+
+Data dir: ``localserver.sqlite`` (WAL; entities as JSON documents, events, queue entries, keys and the token
+signing secret) and ``files/`` (the fileserver's objects); ``start_server_process`` adds ``server.log``.
+Errors always answer ``{"meta": ..., "data": {}}``; unknown endpoints are logged and answered 400, and internal
+errors are logged with a traceback and answered 400 too: never a 5xx, which the SDK may retry or wait on for
+minutes (502/503). No web UI is served.
 """
 
 SERVER_VERSION = "2.0.0"

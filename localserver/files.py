@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote
 
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from .errors import ApiError, bad_request
@@ -108,10 +109,16 @@ class MultipartUpload:
         self._file = self._tmp_path = None
 
     def write(self, chunk: bytes) -> None:
-        self._parser.write(chunk)
+        try:
+            self._parser.write(chunk)
+        except FormParserError as exc:
+            raise bad_request(f"Malformed multipart upload: {exc}") from None
 
     def finish(self) -> list[str]:
-        self._parser.finalize()
+        try:
+            self._parser.finalize()
+        except FormParserError as exc:
+            raise bad_request(f"Malformed multipart upload: {exc}") from None
         if self._file is not None:
             self.abort()
             raise bad_request("Truncated multipart upload")

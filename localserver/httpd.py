@@ -99,7 +99,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._send_envelope(exc.code, exc.subcode, exc.msg, endpoint, version, trx, {})
         except ConnectionError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a 5xx would make the SDK retry for minutes
+        except Exception as exc:  # noqa: BLE001 - never a 5xx: the SDK retries/waits on some for minutes
             log.error("internal error in %s: %s\n%s", endpoint, exc, traceback.format_exc())
             self._send_envelope(400, 0, f"Internal error: {exc}", endpoint, version, trx, {})
 

@@ -48,7 +48,8 @@ def parse_datetime(value) -> datetime | None:
         parsed = value
     elif isinstance(value, str) and value:
         try:
-            parsed = datetime.fromisoformat(value.strip().replace(" ", "T"))
+            text = value.strip().replace(" ", "T")
+            parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
         except ValueError:
             return None
     else:

@@ -109,9 +109,11 @@ def register(
     dataset_id = ensure_dataset(bootstrap_folder)
     print(f"dataset {common.DATASET_PROJECT}/{common.DATASET_NAME} newest version: {dataset_id}")
     scheduler, task = build_scheduler(pipeline_id, poll_minutes, queue)
-    if foreground:
-        scheduler.start()
+    # Either way the task can later be cloned and enqueued on `services` from the UI.
     common.set_literal_script(task, "triggers.retrain_trigger:run_scheduler", "retrain_trigger.py")
+    if foreground:
+        print(f"scheduler {task.id} polling every {poll_minutes} minutes in this process")
+        scheduler.start()
     print(f"scheduler {task.id} enqueued on {queue}")
     scheduler.start_remotely(queue=queue)
     return task.id

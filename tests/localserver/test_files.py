@@ -48,6 +48,20 @@ def test_upload_download_head_delete(clearml_server):
     assert requests.head(url, headers=headers, timeout=5).status_code == 404
 
 
+def test_malformed_uploads_are_refused_and_store_nothing(clearml_server):
+    headers = auth(clearml_server)
+    url = clearml_server.files_url
+    not_multipart = requests.post(url, data=b"raw", headers={**headers, "Content-Type": "text/plain"}, timeout=5)
+    assert not_multipart.status_code == 400
+    broken = b'--b\r\nContent-Disposition: form-data; name="broken.txt"\r\n\r\npartial data without end'
+    response = requests.post(
+        url, data=broken, headers={**headers, "Content-Type": "multipart/form-data; boundary=b"}, timeout=5
+    )
+    assert response.status_code == 400
+    assert not list((clearml_server.data_dir / "files").rglob("broken.txt"))
+    assert not list((clearml_server.data_dir / "files").rglob(".upload-*"))
+
+
 def test_file_routes_refuse_missing_or_bad_tokens(clearml_server):
     good = auth(clearml_server)
     object_path = f"secret/{uuid.uuid4().hex}.txt"

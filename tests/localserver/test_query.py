@@ -70,6 +70,7 @@ def test_regex_names_are_searched_case_insensitively():
 
 def test_datetime_prefixes_and_or_over_fields():
     assert ids({"last_update": ">2026-01-01T12:00:00+00:00"}) == ["b"]
+    assert ids({"last_update": "<2026-01-01T00:00:00Z"}) == ["c"]
     assert ids({"last_update": [">=2026-01-01T10:00:00+00:00", "<2026-01-02T00:00:00"]}) == ["a"]
     either = {"_or_": {"fields": ["last_update", "last_change"], "datetime": [">2026-01-02T12:00:00+00:00"]}}
     assert ids(either) == ["b"]

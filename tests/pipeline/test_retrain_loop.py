@@ -157,6 +157,13 @@ def test_the_trigger_command_starts_one_scheduler_service_that_retrains(loop, en
     assert [t.id for t in retrain_trigger.active_schedulers()] == [service.id]
 
 
+def test_run_local_runs_the_controller_and_its_steps_in_local_processes(loop, env):
+    newest = common.latest_dataset_id()
+    result = support.run_module(env, "pipelines.retrain", "run", "--local", timeout=300)
+    assert "pipeline completed" in result.stdout
+    assert common.production_model().get_metadata("dataset_id") == newest
+
+
 def test_rollback_moves_production_to_the_previous_published_model(loop):
     current = common.production_model()
     published = [m for m in Model.query_models(project_name=common.PROJECT, only_published=True)]
