@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,23 +96,26 @@ def agent_command() -> list[str]:
 def start_agent(
     client_env: dict[str, str],
     work_dir: str | os.PathLike,
-    queue: str = "default",
+    queue: str | Sequence[str] = "default",
     services_mode: bool = False,
     create_queue: bool = False,
     worker_id: str | None = None,
     poll_sec: float = 1.0,
 ) -> AgentProcess:
-    """Start ``clearml-agent daemon --queue QUEUE --foreground`` against the server described by ``client_env``.
+    """Start ``clearml-agent daemon --queue QUEUE... --foreground`` against the server described by ``client_env``.
+
+    ``queue`` is one queue name or several, served in priority order.
 
     ``client_env`` holds the CLEARML_* variables (e.g. ``EmbeddedServer.client_env()``); ``work_dir`` receives
     the agent's HOME and ``agent-<worker>.log``.
     """
-    worker_id = worker_id or f"agent-{queue}-{uuid.uuid4().hex[:6]}"
+    queues = [queue] if isinstance(queue, str) else list(queue)
+    worker_id = worker_id or f"agent-{'-'.join(queues)}-{uuid.uuid4().hex[:6]}"
     work_dir = Path(work_dir).resolve()
     home = work_dir / worker_id
     home.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / f"{worker_id}.log"
-    command = [*agent_command(), "daemon", "--queue", queue, "--foreground"]
+    command = [*agent_command(), "daemon", "--queue", *queues, "--foreground"]
     if services_mode:
         command.append("--services-mode")
     if create_queue:
@@ -126,7 +130,7 @@ def start_agent(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return AgentProcess(process, queue, worker_id, log_path, home)
+    return AgentProcess(process, " ".join(queues), worker_id, log_path, home)
 
 
 def execute_task(

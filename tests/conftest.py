@@ -33,11 +33,7 @@ from pathlib import Path
 
 import pytest
 
-# pytest puts tests/ on sys.path for this file, where tests/localserver, tests/app, ... would shadow the project's
-# packages as namespace packages; the repository root must come first.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from devstack import agents  # noqa: E402
+from devstack import agents
 from localserver import start_server_process  # noqa: E402
 
 _session: dict = {}
