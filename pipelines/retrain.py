@@ -3,7 +3,7 @@
 A `PipelineController` whose steps clone the stage templates (`python -m tasks.register`), wired with
 `${pipeline.dataset_id}` and step references. Training goes to the GPU queue, the other steps to `default`.
 
-    python -m pipelines.retrain register [--train-queue gpu] [--default-queue default]
+    python -m pipelines.retrain register [--train-queue gpu] [--default-queue default]   # templates too
     python -m pipelines.retrain run --dataset-id <id> [--queue services]   # clone the registered pipeline
     python -m pipelines.retrain run --dataset-id <id> --local [--steps-on-agents]
 
@@ -21,6 +21,7 @@ import sys
 from clearml import PipelineController, Task
 
 from tasks import common
+from tasks.register import register_templates
 
 PIPELINE_NAME = "retrain"
 DEFAULT_TRAIN_QUEUE = "gpu"
@@ -118,7 +119,11 @@ def run_controller() -> None:
 
 
 def register(**values) -> str:
-    """Store the controller as a draft (once: a second call updates the same draft); returns its id."""
+    """Store the controller as a draft (once: a second call updates the same draft); returns its id.
+
+    The stage templates it clones are registered (or updated) first.
+    """
+    register_templates()
     existing = registered_pipeline_id()
     if existing:
         task = Task.get_task(task_id=existing)
