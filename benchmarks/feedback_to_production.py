@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -54,6 +55,7 @@ def main() -> None:
         for agent in started_agents:
             agent.stop()
         server.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def start_agents(env: dict, work: Path, poll: float) -> list:
