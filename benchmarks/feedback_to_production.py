@@ -24,7 +24,6 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST_EXIT = "\nsdk { development { report_use_subprocess: false } }\n"
 
 
 def main() -> None:
@@ -42,9 +41,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="feedback-bench-"))
     server = start_server_process(work / "server")
-    config = work / "clearml.conf"
-    config.write_text(server.write_client_config(work / "server.conf").read_text() + FAST_EXIT)
-    env = server.client_env(config_file=config)
+    env = server.client_env(config_file=server.write_client_config(work / "clearml.conf"))
     env.update(CLASSIFIER_PIPELINE_POOL_MINUTES=str(args.pipeline_pool_minutes))
     os.environ.update(env, HOME=str(work / "home"), CLEARML_TASK_NO_REUSE="1")
     started_agents = []

@@ -48,9 +48,7 @@ def decode_image(
     if not data:
         raise InvalidImage("The file is empty (0 bytes).")
     if len(data) > max_bytes:
-        raise InvalidImage(
-            f"The file is {len(data) / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.1f} MiB."
-        )
+        raise InvalidImage(f"The file is {len(data) / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.1f} MiB.")
     try:
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:

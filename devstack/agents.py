@@ -24,15 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Variables a parent SDK process sets for its own children; an agent must not inherit them.
-_PARENT_TASK_VARIABLES = (
-    "CLEARML_TASK_ID",
-    "TRAINS_TASK_ID",
-    "CLEARML_PROC_MASTER_ID",
-    "TRAINS_PROC_MASTER_ID",
-    "CLEARML_SIMULATE_REMOTE_TASK",
-    "CLEARML_LOG_TASK_TO_BACKEND",
-)
+from devstack.processes import independent_environ, run_in_own_group
 
 
 @dataclass
@@ -74,7 +66,7 @@ def _group_alive(pgid: int) -> bool:
 
 
 def agent_env(client_env: dict[str, str], home: Path, worker_id: str, poll_sec: float = 1.0) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _PARENT_TASK_VARIABLES}
+    env = independent_environ()
     env.update(client_env)
     env.update(
         HOME=str(home),
@@ -140,21 +132,10 @@ def execute_task(
     worker_id = f"execute-{task_id[:8]}"
     home = Path(work_dir).resolve() / worker_id
     home.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
+    # The task's own helper processes share the group; none may outlive the call.
+    return run_in_own_group(
         [*agent_command(), "execute", "--id", task_id],
         env=agent_env(client_env, home, worker_id),
         cwd=home,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+        timeout=timeout,
     )
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    finally:
-        # The task's own helper processes share the group; none may outlive the call.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    return subprocess.CompletedProcess(process.args, process.returncode, output, None)

@@ -11,7 +11,6 @@ the data dir. Ctrl-C stops every process this command started.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import subprocess
@@ -20,9 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psutil
-
 from devstack.agents import AgentProcess, start_agent
+from devstack.processes import kill_tree
 
 SERVICES_QUEUE = "services"
 WORKER_QUEUES = ("default", "gpu")
@@ -36,19 +34,6 @@ def real_server_configured() -> bool:
     if os.environ.get("CLEARML_API_HOST") or os.environ.get("CLEARML_CONFIG_FILE"):
         return True
     return any((Path.home() / name).exists() for name in ("clearml.conf", ".clearml.conf"))
-
-
-def kill_tree(pid: int, timeout: float = 10) -> None:
-    """SIGKILL a process and every descendant (agents, controllers and schedulers ignore SIGTERM)."""
-    try:
-        root = psutil.Process(pid)
-        family = [*root.children(recursive=True), root]
-    except psutil.NoSuchProcess:
-        return
-    for process in family:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.kill()
-    psutil.wait_procs(family, timeout=timeout)
 
 
 class Stack:
@@ -191,11 +176,12 @@ def run(args: argparse.Namespace) -> None:
         else:
             stack.step("creating the base dataset from the offline sample set", "tasks.bootstrap_dataset", "--sample")
             dataset_id = newest_dataset_id(common.DATASET_PROJECT, common.DATASET_NAME)
+        trigger_args = ["--poll-minutes", str(args.trigger_poll_minutes)]
+        if stack.server is not None:
+            # The scheduler of an earlier run died with that run's agents but still reads in_progress.
+            trigger_args.append("--replace")
         stack.step(
-            "registering the dataset trigger (scheduler on the services queue)",
-            "triggers.retrain_trigger",
-            "--poll-minutes",
-            str(args.trigger_poll_minutes),
+            "registering the dataset trigger (scheduler on the services queue)", "triggers.retrain_trigger", *trigger_args
         )
         model_id = production_model_id(common.PROJECT)
         if model_id:

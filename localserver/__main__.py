@@ -39,6 +39,8 @@ def serve(args) -> None:
     print(f"localserver {server.api_url} (files {server.files_url}), data in {server.data_dir}", flush=True)
     try:
         server.serve_forever()
+    except KeyboardInterrupt:  # Ctrl-C in a terminal reaches the whole process group
+        print("localserver: interrupted, shutting down", flush=True)
     finally:
         server.close()
 

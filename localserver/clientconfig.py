@@ -1,7 +1,9 @@
 """Client configuration for the local server: a small ``clearml.conf`` and the matching CLEARML_* variables.
 
 The conf lowers the SDK's HTTP retries (240 by default) and turns off ``wait_on_maintenance_forever`` so that a
-client of a dead server fails within seconds instead of hanging.
+client of a dead server fails within seconds instead of hanging. It also makes the SDK report from a thread
+instead of a subprocess: every SDK process otherwise waits ~10 s at exit for its reporter, which dominates the
+short pipeline steps of the feedback loop.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ api {{
             backoff_max: 4.0
         }}
         wait_on_maintenance_forever: false
+    }}
+}}
+sdk {{
+    development {{
+        report_use_subprocess: false
     }}
 }}
 """

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from devstack import agents
+from devstack.processes import run_in_own_group
 from localserver import start_server_process  # noqa: E402
 
 _session: dict = {}
@@ -119,21 +119,6 @@ def run_python(clearml_env):
 
     def run(script, *args, timeout: float = 180, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
         full_env = {**os.environ, **clearml_env, **(env or {})}
-        process = subprocess.Popen(
-            [sys.executable, str(script), *map(str, args)],
-            env=full_env,
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            output, _ = process.communicate(timeout=timeout)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        return subprocess.CompletedProcess(process.args, process.returncode, output, None)
+        return run_in_own_group([sys.executable, str(script), *map(str, args)], env=full_env, timeout=timeout, cwd=cwd)
 
     return run

@@ -26,10 +26,8 @@ FINISHED = ("completed", "failed", "stopped", "published")
 
 
 @pytest.fixture(scope="module")
-def env(clearml_env, tmp_path_factory):
-    return support.fast_client_env(
-        clearml_env, tmp_path_factory.mktemp("loop-env"), **{retrain.POOL_MINUTES_ENV: "0.02"}
-    )
+def env(clearml_env):
+    return {**clearml_env, retrain.POOL_MINUTES_ENV: "0.02"}
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ TRAIN_ARGS = ("--mode", "head", "--epochs", "3", "--image-size", "64", "--num-wo
 
 
 @pytest.fixture(scope="module")
-def env(clearml_env, tmp_path_factory):
-    return support.fast_client_env(clearml_env, tmp_path_factory.mktemp("stage-env"))
+def env(clearml_env):
+    return dict(clearml_env)
 
 
 @pytest.fixture(scope="module")

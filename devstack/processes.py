@@ -1,0 +1,67 @@
+"""Running and stopping the processes of the loop (agents, SDK scripts), so that none outlives its owner.
+
+clearml's processes ignore SIGTERM and fork helpers, so everything here ends with SIGKILL: of a process group
+that the child was started in, or of a whole process tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+
+import psutil
+
+# Set by the SDK in a process that has a task, for its own children; an independent process must not inherit
+# them (it would attach to, or stub out, the parent's task).
+PARENT_TASK_VARIABLES = (
+    "CLEARML_TASK_ID",
+    "TRAINS_TASK_ID",
+    "CLEARML_PROC_MASTER_ID",
+    "TRAINS_PROC_MASTER_ID",
+    "CLEARML_SIMULATE_REMOTE_TASK",
+    "CLEARML_LOG_TASK_TO_BACKEND",
+)
+
+
+def independent_environ() -> dict[str, str]:
+    """This process's environment without the variables that tie a child to this process's task."""
+    return {k: v for k, v in os.environ.items() if k not in PARENT_TASK_VARIABLES}
+
+
+def run_in_own_group(
+    command: Sequence[str], env: dict[str, str], timeout: float, cwd=None
+) -> subprocess.CompletedProcess:
+    """Run `command` in a new process group, output merged into `stdout`; the group is SIGKILLed afterwards."""
+    process = subprocess.Popen(
+        list(command),
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode, output, None)
+
+
+def kill_tree(pid: int, timeout: float = 10) -> None:
+    """SIGKILL a process and every descendant, even those that started a session of their own."""
+    try:
+        root = psutil.Process(pid)
+        family = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for process in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(family, timeout=timeout)
