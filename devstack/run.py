@@ -180,9 +180,7 @@ def run(args: argparse.Namespace) -> None:
         if stack.server is not None:
             # The scheduler of an earlier run died with that run's agents but still reads in_progress.
             trigger_args.append("--replace")
-        stack.step(
-            "registering the dataset trigger (scheduler on the services queue)", "triggers.retrain_trigger", *trigger_args
-        )
+        stack.step("registering the dataset trigger (scheduler on services)", "triggers.retrain_trigger", *trigger_args)
         model_id = production_model_id(common.PROJECT)
         if model_id:
             log(f"production model: {model_id}")
