@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from classifier.checkpoint import Checkpoint
 from classifier.data import LabeledFile
+from classifier.embeddings import EmbeddingCache, compute_embeddings
 from classifier.metrics import classification_metrics
 from classifier.preprocess import ImageFileDataset, eval_transform, make_loader
 from classifier.runtime import resolve_device
@@ -22,11 +24,15 @@ def evaluate_checkpoint(
     device: str = "auto",
     batch_size: int = 64,
     num_workers: int = 0,
+    cache: EmbeddingCache | None = None,
 ) -> dict:
     """Metrics of `ckpt` on the files whose label it knows; files of other classes are counted, not scored.
 
     Predictions are the argmax over all of the checkpoint's classes, so a model that predicts a class it knows
     for an image of another known class is wrong, as it would be in production.
+
+    With a `cache`, the backbone output comes from the embedding cache (keyed by the exact backbone weights), so
+    a head-mode model whose embeddings the training step cached is scored without a backbone forward pass.
     """
     known = set(ckpt.classes)
     scored = [f for f in files if f.label in known]
@@ -34,9 +40,16 @@ def evaluate_checkpoint(
         raise ValueError(f"None of the {len(files)} files has a label the model knows ({ckpt.classes}).")
     dev = resolve_device(device)
     model = ckpt.build_model().to(dev)
-    dataset = ImageFileDataset(root, scored, ckpt.classes, eval_transform(ckpt.input_size, ckpt.mean, ckpt.std))
-    probs = predict_loader(model, make_loader(dataset, batch_size, False, num_workers, dev), dev)
-    metrics = classification_metrics(dataset.targets, np.asarray(probs), ckpt.classes)
+    if cache is None:
+        dataset = ImageFileDataset(root, scored, ckpt.classes, eval_transform(ckpt.input_size, ckpt.mean, ckpt.std))
+        probs = np.asarray(predict_loader(model, make_loader(dataset, batch_size, False, num_workers, dev), dev))
+    else:
+        embeddings, _ = compute_embeddings(model, root, scored, ckpt.input_size, cache, dev, progress=False)
+        with torch.inference_mode():
+            logits = model.head(torch.from_numpy(embeddings).to(dev))
+            probs = torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float64)
+    index = {name: i for i, name in enumerate(ckpt.classes)}
+    metrics = classification_metrics([index[f.label] for f in scored], probs, ckpt.classes)
     metrics["num_unknown_label"] = len(files) - len(scored)
     return metrics
 

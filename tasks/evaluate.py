@@ -10,13 +10,10 @@ the per-class table as plots.
 
 from __future__ import annotations
 
-import numpy as np
-import torch
 from clearml import Task
 
-from classifier.embeddings import DEFAULT_CACHE_DIR, EmbeddingCache, compute_embeddings
-from classifier.metrics import classification_metrics
-from classifier.runtime import resolve_device
+from classifier.embeddings import DEFAULT_CACHE_DIR, EmbeddingCache
+from classifier.evaluate import compare_on_shared_classes, evaluate_checkpoint
 from tasks import common
 
 DEFAULTS = {"prepare_task_id": "", "model_id": "", "production_model_id": ""}
@@ -33,8 +30,9 @@ def run(task: Task, params: dict) -> dict:
     if production_id and production_id != params["production_model_id"]:
         task.set_parameter(f"{common.PARAM_SECTION}/production_model_id", production_id)
 
+    # Head-mode models keep the frozen backbone whose embeddings the train step cached: no backbone pass needed.
     cache = EmbeddingCache(DEFAULT_CACHE_DIR)
-    metrics = score(candidate, root, manifest.val, cache)
+    metrics = evaluate_checkpoint(candidate, root, manifest.val, cache=cache)
     report_metrics(task, "candidate", metrics)
     evaluation = {
         "model_id": params["model_id"],
@@ -46,13 +44,9 @@ def run(task: Task, params: dict) -> dict:
     }
     if production_id:
         production = common.load_checkpoint(production_id)
-        classes = [name for name in candidate.classes if name in set(production.classes)]
-        if not classes:
-            raise SystemExit(f"candidate {candidate.classes} and production {production.classes} share no class")
-        shared_files = [f for f in manifest.val if f.label in set(classes)]
-        on_candidate, on_production = (score(ckpt, root, shared_files, cache) for ckpt in (candidate, production))
-        for metrics_on_shared in (on_candidate, on_production):
-            metrics_on_shared["shared_classes"] = classes
+        on_candidate, on_production, classes = compare_on_shared_classes(
+            candidate, production, root, manifest.val, cache=cache
+        )
         evaluation["shared"] = {"classes": classes, "candidate": on_candidate, "production": on_production}
         logger = task.get_logger()
         for side, values in (("candidate", on_candidate), ("production", on_production)):
@@ -61,28 +55,6 @@ def run(task: Task, params: dict) -> dict:
     task.upload_artifact(common.EVALUATION_ARTIFACT, artifact_object=evaluation, wait_on_upload=True)
     print(f"candidate {params['model_id']}: accuracy {metrics['accuracy']:.4f}, compared with {production_id}")
     return evaluation
-
-
-def score(checkpoint, root, files, cache: EmbeddingCache) -> dict:
-    """Metrics of `checkpoint` on the files whose label it knows (argmax over all its classes).
-
-    Same figures as `classifier.evaluate.evaluate_checkpoint`, but the backbone output comes from the embedding
-    cache: a model trained in head mode keeps the frozen backbone whose embeddings the train step cached, so
-    scoring it needs no forward pass through the backbone (the bulk of the time on a CPU).
-    """
-    known = [f for f in files if f.label in set(checkpoint.classes)]
-    if not known:
-        raise SystemExit(f"no validation file has a label the model knows ({checkpoint.classes})")
-    device = resolve_device("auto")
-    model = checkpoint.build_model().to(device)
-    embeddings, _ = compute_embeddings(model, root, known, checkpoint.input_size, cache, device, progress=False)
-    with torch.inference_mode():
-        logits = model.head(torch.from_numpy(embeddings).to(device))
-        probs = torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float64)
-    index = {name: i for i, name in enumerate(checkpoint.classes)}
-    metrics = classification_metrics([index[f.label] for f in known], probs, checkpoint.classes)
-    metrics["num_unknown_label"] = len(files) - len(known)
-    return metrics
 
 
 def report_metrics(task: Task, series: str, metrics: dict) -> None:
