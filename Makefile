@@ -24,7 +24,7 @@ install-test: $(STAMP)
 run: $(STAMP)
 	$(PY) -m devstack run $(ARGS)
 
-test: install-test
+test: install-test lint
 	$(PY) -m pytest
 
 lint: $(STAMP)
