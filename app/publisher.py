@@ -18,6 +18,7 @@ from pathlib import Path
 from clearml import Dataset, Task
 
 from app.feedback_store import Batch, FeedbackStore
+from app.periodic import PeriodicWorker
 
 log = logging.getLogger(__name__)
 
@@ -145,17 +146,17 @@ def _is_finalized(dataset_id: str) -> bool:
         return False
 
 
-class AutoPublisher:
+class AutoPublisher(PeriodicWorker):
     """Publishes once `every_n` items are unpublished, or the oldest has waited `every_minutes`."""
 
+    thread_name = "auto-publisher"
+
     def __init__(self, publisher: Publisher, every_n: int, every_minutes: float, check_interval_s: float = 2.0):
+        super().__init__(check_interval_s)
         self.publisher = publisher
         self.every_n = every_n
         self.every_minutes = every_minutes
-        self.check_interval_s = check_interval_s
         self.last_error: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def due(self) -> bool:
         store = self.publisher.store
@@ -168,22 +169,12 @@ class AutoPublisher:
         waited_minutes = (datetime.now(timezone.utc) - oldest).total_seconds() / 60.0
         return self.every_minutes > 0 and waited_minutes >= self.every_minutes
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="auto-publisher", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.check_interval_s):
-            if not self.due():
-                continue
-            try:
-                self.publisher.publish_pending()
-                self.last_error = None
-            except Exception as exc:  # kept unpublished; retried on the next check
-                self.last_error = f"{time.strftime('%H:%M:%S')} {exc}"
-                log.exception("Automatic publishing failed; will retry")
+    def tick(self) -> None:
+        if not self.due():
+            return
+        try:
+            self.publisher.publish_pending()
+            self.last_error = None
+        except Exception as exc:  # kept unpublished; retried on the next check
+            self.last_error = f"{time.strftime('%H:%M:%S')} {exc}"
+            log.exception("Automatic publishing failed; will retry")

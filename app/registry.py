@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from dataclasses import dataclass, field
 
 from clearml import InputModel, Model
 
 from app.model_holder import ModelHolder, ServedModel
+from app.periodic import PeriodicWorker
 from classifier.checkpoint import Checkpoint
 from classifier.predict import Predictor
 
@@ -71,16 +71,16 @@ def _decoded(value: object) -> object:
     return value
 
 
-class RegistryWatcher:
+class RegistryWatcher(PeriodicWorker):
     """Keeps `holder` serving the newest published model with `tag`, polling every `interval_s` seconds."""
 
+    thread_name = "registry-watcher"
+
     def __init__(self, holder: ModelHolder, project: str, tag: str, interval_s: float):
+        super().__init__(interval_s)
         self.holder = holder
         self.project = project
         self.tag = tag
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def check_once(self) -> bool:
         """Load and swap in the serving model if it changed; True when a swap happened."""
@@ -93,18 +93,8 @@ class RegistryWatcher:
         log.info("Now serving model %s (%s), classes %s", served.model_id, served.name, served.classes)
         return True
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="registry-watcher", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.check_once()
-            except Exception:  # a registry hiccup must not stop the app from serving the current model
-                log.exception("Checking the model registry failed; keeping model %s", self.holder.current())
+    def tick(self) -> None:
+        try:
+            self.check_once()
+        except Exception:  # a registry hiccup must not stop the app from serving the current model
+            log.exception("Checking the model registry failed; keeping model %s", self.holder.current())
