@@ -21,6 +21,7 @@ from pathlib import Path
 
 from devstack.agents import AgentProcess, start_agent
 from devstack.processes import kill_tree
+from tasks import common
 
 SERVICES_QUEUE = "services"
 WORKER_QUEUES = ("default", "gpu")
@@ -123,28 +124,12 @@ class Stack:
         log("stopped every process this command started")
 
 
-def production_model_id(project: str) -> str | None:
-    from clearml import Model
-
-    models = Model.query_models(project_name=project, tags=["production"], only_published=True)
-    return models[0].id if models else None
-
-
-def newest_dataset_id(project: str, name: str) -> str | None:
-    from clearml import Dataset
-
-    try:
-        return Dataset.get(dataset_project=project, dataset_name=name, only_completed=True).id
-    except ValueError:
-        return None
-
-
-def wait_for_production(project: str, timeout: float) -> str:
+def wait_for_production(timeout: float):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        model_id = production_model_id(project)
-        if model_id:
-            return model_id
+        model = common.production_model()
+        if model:
+            return model
         time.sleep(5)
     raise SystemExit(
         f"no production model after {timeout:.0f} s: look at the agents' logs and the pipeline task "
@@ -153,8 +138,6 @@ def wait_for_production(project: str, timeout: float) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
-    from tasks import common
-
     data_dir = args.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     stack = Stack(data_dir)
@@ -170,25 +153,23 @@ def run(args: argparse.Namespace) -> None:
             stack.start_agents()
         stack.step("registering the stage templates", "tasks.register")
         stack.step("registering the retrain pipeline", "pipelines.retrain", "register")
-        dataset_id = newest_dataset_id(common.DATASET_PROJECT, common.DATASET_NAME)
+        dataset_id = common.latest_dataset_id()
         if dataset_id:
             log(f"dataset {common.DATASET_PROJECT}/{common.DATASET_NAME} exists: newest version {dataset_id}")
         else:
             stack.step("creating the base dataset from the offline sample set", "tasks.bootstrap_dataset", "--sample")
-            dataset_id = newest_dataset_id(common.DATASET_PROJECT, common.DATASET_NAME)
+            dataset_id = common.latest_dataset_id()
         trigger_args = ["--poll-minutes", str(args.trigger_poll_minutes)]
         if stack.server is not None:
             # The scheduler of an earlier run died with that run's agents but still reads in_progress.
             trigger_args.append("--replace")
         stack.step("registering the dataset trigger (scheduler on services)", "triggers.retrain_trigger", *trigger_args)
-        model_id = production_model_id(common.PROJECT)
-        if model_id:
-            log(f"production model: {model_id}")
-        else:
+        model = common.production_model()
+        if not model:
             stack.step("first training run", "pipelines.retrain", "run", "--dataset-id", dataset_id)
             log("waiting for the pipeline to publish a production model (agents' logs: .data/agents/*.log)")
-            model_id = wait_for_production(common.PROJECT, args.first_run_timeout)
-            log(f"production model: {model_id}")
+            model = wait_for_production(args.first_run_timeout)
+        log(f"production model: {model.id}")
         stack.start_app(args.app_port, ["--project", common.PROJECT])
         log("the loop is running: predict and correct at the app; feedback versions trigger retraining.")
         log("Ctrl-C stops everything.")
