@@ -11,12 +11,15 @@ import logging
 import os
 from pathlib import Path
 
+import torch
+
 from app.feedback_store import FeedbackStore
 from app.model_holder import ModelHolder
 from app.publisher import AutoPublisher, Publisher
 from app.registry import RegistryWatcher
 from app.service import ClassifierService, Limits
 from app.ui import ClassifierUI
+from classifier.runtime import serving_threads
 from tasks.common import DATASET_NAME, DATASET_PROJECT, PRODUCTION_TAG, PROJECT
 
 log = logging.getLogger("app")
@@ -36,6 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset-name", default=DATASET_NAME, help="dataset that receives the feedback versions")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--concurrency", type=int, default=8, help="requests handled at once")
+    parser.add_argument(
+        "--cpu-threads", type=int, default=0, help="torch threads per CPU forward (0: CPU cores / concurrency)"
+    )
     parser.add_argument("--poll-interval", type=float, default=30.0, help="seconds between registry checks")
     parser.add_argument("--publish-every-n", type=int, default=20, help="publish at N unpublished items (0: off)")
     parser.add_argument(
@@ -80,15 +87,24 @@ def main(argv: list[str] | None = None) -> None:
         log.exception("Could not load the serving model at start-up")
     watcher.start()
     auto_publisher.start()
+    serve(ui, args)
+
+
+def serve(ui, args: argparse.Namespace, **launch_options):
+    """Launch `ui` as configured by `args`; returns (blocks, local url), and blocks until the server stops
+    unless `prevent_thread_lock=True` is passed."""
+    torch.set_num_threads(args.cpu_threads or serving_threads(args.concurrency))
     demo = ui.build()
-    demo.queue(default_concurrency_limit=8)
-    demo.launch(
+    demo.queue(default_concurrency_limit=args.concurrency)
+    _, url, _ = demo.launch(
         server_name=args.host,
         server_port=args.port,
         auth=login_from_env(),
         max_file_size=int(args.max_upload_mb * 2**20),
         show_error=True,
+        **launch_options,
     )
+    return demo, url
 
 
 if __name__ == "__main__":

@@ -70,16 +70,16 @@ def _free_port() -> int:
 def serve(checkpoint: Path, data_dir: Path, port: int) -> None:
     """The app as `python -m app` builds it, serving `checkpoint` instead of a registry model."""
     from app.__main__ import build, parse_args
+    from app.__main__ import serve as serve_app
     from app.model_holder import ServedModel
     from classifier.checkpoint import Checkpoint
     from classifier.predict import Predictor
 
-    ui, _, _ = build(parse_args(["--data-dir", str(data_dir), "--port", str(port)]))
+    args = parse_args(["--data-dir", str(data_dir), "--port", str(port)])
+    ui, _, _ = build(args)
     loaded = Checkpoint.load(checkpoint)
     ui.service.holder.swap(ServedModel("benchmark", checkpoint.name, Predictor(loaded), loaded))
-    demo = ui.build()
-    demo.queue(default_concurrency_limit=8)
-    demo.launch(server_name="127.0.0.1", server_port=port, quiet=True, show_error=True)
+    serve_app(ui, args, quiet=True)
 
 
 def _start_app(checkpoint: Path, data_dir: Path) -> tuple[subprocess.Popen, str]:

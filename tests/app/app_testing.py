@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from app.__main__ import parse_args, serve
 from app.model_holder import ServedModel
 from classifier.checkpoint import Checkpoint
 from classifier.predict import Predictor
@@ -55,17 +56,9 @@ def free_port() -> int:
 
 
 def launch(ui, upload_limit_mb: float = UPLOAD_LIMIT_MB):
-    """Start `ui` on a free local port; returns (blocks, url). Close with `blocks.close()`."""
-    demo = ui.build()
-    demo.queue(default_concurrency_limit=8)
-    _, url, _ = demo.launch(
-        server_name="127.0.0.1",
-        server_port=free_port(),
-        prevent_thread_lock=True,
-        quiet=True,
-        show_error=True,
-        max_file_size=int(upload_limit_mb * 2**20),
-    )
+    """Start `ui` on a free local port as `python -m app` does; returns (blocks, url). Close with `blocks.close()`."""
+    args = parse_args(["--port", str(free_port()), "--max-upload-mb", str(upload_limit_mb)])
+    demo, url = serve(ui, args, prevent_thread_lock=True, quiet=True)
     return demo, url
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
-from app_testing import UPLOAD_LIMIT_MB, encode, image_bytes, png_header_only
+from app_testing import UPLOAD_LIMIT_MB, encode, free_port, image_bytes, png_header_only
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -183,3 +183,24 @@ def test_unusual_but_valid_images_are_classified_and_stored_verbatim(local_app, 
 def test_exif_orientation_is_applied_before_classifying(local_app):
     ui, _ = local_app
     assert ui.service.decode(_exif_rotated_jpeg()).size == (48, 96)
+
+
+def test_serving_sets_torch_threads_from_the_options(local_app):
+    """`serve` (what `python -m app` runs) gives each concurrent forward its share of the cores, or what
+    --cpu-threads says."""
+    import torch
+
+    from app.__main__ import parse_args, serve
+    from classifier.runtime import serving_threads
+
+    ui, _ = local_app
+    assert torch.get_num_threads() == serving_threads(8)
+    before = torch.get_num_threads()
+    args = parse_args(["--port", str(free_port()), "--concurrency", "2", "--cpu-threads", "3"])
+    demo, url = serve(ui, args, prevent_thread_lock=True, quiet=True)
+    try:
+        assert torch.get_num_threads() == 3
+        assert httpx.get(url).status_code == 200
+    finally:
+        demo.close()
+        torch.set_num_threads(before)
