@@ -26,6 +26,9 @@ from classifier.images import InvalidImage, sha256_bytes
 log = logging.getLogger(__name__)
 
 _USER_ERRORS = (InvalidImage, InvalidLabel, NoModelYet)
+# The UI's internal events: left out of the API docs (and of `Client.view_api()`) but, like every event the page
+# triggers, still reachable over HTTP; only the named endpoints above are the API.
+_HIDDEN = "undocumented"
 
 
 class ClassifierUI:
@@ -196,12 +199,15 @@ class ClassifierUI:
             registry_outputs = [versions_table, models_table]
 
             upload.upload(self.predict, upload, [label, latency, prediction_state], api_name="predict").success(
-                self.served_model, None, model_info, show_api=False
+                self.served_model, None, model_info, api_visibility=_HIDDEN
             )
-            upload.upload(self.preview, upload, preview, show_api=False)
+            upload.upload(self.preview, upload, preview, api_visibility=_HIDDEN)
             # Removing the image removes its prediction, so nothing on screen belongs to another image.
             upload.clear(
-                lambda: (None, None, None, None), None, [label, latency, prediction_state, preview], show_api=False
+                lambda: (None, None, None, None),
+                None,
+                [label, latency, prediction_state, preview],
+                api_visibility=_HIDDEN,
             )
 
             for event in (
@@ -209,28 +215,30 @@ class ClassifierUI:
                     self.feedback, [upload, new_label, prediction_state], feedback_message, api_name="feedback"
                 ),
                 class_button.click(
-                    self.feedback, [upload, class_choice, prediction_state], feedback_message, show_api=False
+                    self.feedback, [upload, class_choice, prediction_state], feedback_message, api_visibility=_HIDDEN
                 ),
-                confirm_button.click(self.confirm, [upload, prediction_state], feedback_message, show_api=False),
+                confirm_button.click(
+                    self.confirm, [upload, prediction_state], feedback_message, api_visibility=_HIDDEN
+                ),
             ):
-                event.success(self.feedback_stats, None, stats_outputs, show_api=False).then(
-                    self.label_choices, None, class_choice, show_api=False
+                event.success(self.feedback_stats, None, stats_outputs, api_visibility=_HIDDEN).then(
+                    self.label_choices, None, class_choice, api_visibility=_HIDDEN
                 )
 
             publish_button.click(self.publish, None, publish_message, api_name="publish").then(
-                self.feedback_stats, None, stats_outputs, show_api=False
-            ).then(self.registry_stats, None, registry_outputs, show_api=False)
-            refresh_button.click(self.feedback_stats, None, stats_outputs, show_api=False).then(
-                self.registry_stats, None, registry_outputs, show_api=False
+                self.feedback_stats, None, stats_outputs, api_visibility=_HIDDEN
+            ).then(self.registry_stats, None, registry_outputs, api_visibility=_HIDDEN)
+            refresh_button.click(self.feedback_stats, None, stats_outputs, api_visibility=_HIDDEN).then(
+                self.registry_stats, None, registry_outputs, api_visibility=_HIDDEN
             )
-            statistics_tab.select(self.feedback_stats, None, stats_outputs, show_api=False).then(
-                self.registry_stats, None, registry_outputs, show_api=False
+            statistics_tab.select(self.feedback_stats, None, stats_outputs, api_visibility=_HIDDEN).then(
+                self.registry_stats, None, registry_outputs, api_visibility=_HIDDEN
             )
 
             demo.load(self.served_model, None, model_info, api_name="served_model")
-            demo.load(self.label_choices, None, class_choice, show_api=False)
-            demo.load(self.feedback_stats, None, stats_outputs, show_api=False)
-            gr.Timer(5).tick(self.served_model, None, model_info, show_api=False)
+            demo.load(self.label_choices, None, class_choice, api_visibility=_HIDDEN)
+            demo.load(self.feedback_stats, None, stats_outputs, api_visibility=_HIDDEN)
+            gr.Timer(5).tick(self.served_model, None, model_info, api_visibility=_HIDDEN)
         return demo
 
 
