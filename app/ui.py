@@ -198,6 +198,9 @@ class ClassifierUI:
             stats_outputs = [counts_plot, counts_text]
             registry_outputs = [versions_table, models_table]
 
+            # The named endpoints first: an event whose api_name is already taken, even by a hidden event named
+            # after the same function, is published under a suffixed name (`served_model_1`).
+            demo.load(self.served_model, None, model_info, api_name="served_model")
             upload.upload(self.predict, upload, [label, latency, prediction_state], api_name="predict").success(
                 self.served_model, None, model_info, api_visibility=_HIDDEN
             )
@@ -235,7 +238,6 @@ class ClassifierUI:
                 self.registry_stats, None, registry_outputs, api_visibility=_HIDDEN
             )
 
-            demo.load(self.served_model, None, model_info, api_name="served_model")
             demo.load(self.label_choices, None, class_choice, api_visibility=_HIDDEN)
             demo.load(self.feedback_stats, None, stats_outputs, api_visibility=_HIDDEN)
             gr.Timer(5).tick(self.served_model, None, model_info, api_visibility=_HIDDEN)

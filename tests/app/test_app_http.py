@@ -41,6 +41,21 @@ def test_prediction_covers_every_class_and_reports_latency(local_app, tmp_path):
     assert "model-two" in shown and "cat, dog" in shown and "dataset-two" in shown
 
 
+def test_api_docs_list_exactly_the_named_endpoints(local_app):
+    """The page's own events (preview, statistics, label choices, ...) stay out of the API docs, and the named
+    endpoints are documented under their own names."""
+    _, url = local_app
+    named = {"/predict", "/feedback", "/publish", "/served_model"}
+    info = httpx.get(f"{url}gradio_api/info").json()
+    assert set(info["named_endpoints"]) == named and info["unnamed_endpoints"] == {}
+    api = Client(url, verbose=False).view_api(print_info=False, return_format="dict")
+    assert set(api["named_endpoints"]) == named and api["unnamed_endpoints"] == {}
+    paths = httpx.get(f"{url}gradio_api/openapi.json").json()["paths"]
+    assert {path for path in paths if path.startswith("/gradio_api/call/v2/")} == {
+        f"/gradio_api/call/v2{name}" for name in named
+    }
+
+
 def test_feedback_stores_original_bytes_with_the_prediction(local_app, tmp_path):
     ui, url = local_app
     client = Client(url, verbose=False)
