@@ -102,6 +102,9 @@ def serve(ui, args: argparse.Namespace, **launch_options):
         auth=login_from_env(),
         max_file_size=int(args.max_upload_mb * 2**20),
         show_error=True,
+        # Gradio 6's run history is off, as there was none under Gradio 5: no copy of each call's inputs and
+        # outputs in the browser, and no route that writes them to a Hugging Face bucket.
+        run_history=False,
         **launch_options,
     )
     return demo, url

@@ -56,6 +56,13 @@ def test_api_docs_list_exactly_the_named_endpoints(local_app):
     }
 
 
+def test_run_history_is_off(local_app):
+    _, url = local_app
+    assert httpx.get(f"{url}config").json()["run_history"] is False
+    assert httpx.get(f"{url}gradio_api/runs").status_code == 404
+    assert httpx.post(f"{url}gradio_api/run-history/connect", json={}).status_code == 404
+
+
 def test_feedback_stores_original_bytes_with_the_prediction(local_app, tmp_path):
     ui, url = local_app
     client = Client(url, verbose=False)
