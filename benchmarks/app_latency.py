@@ -5,9 +5,11 @@
 
 1. Predict latency, batch 1, on one image: a bare model forward in this process (preprocessing + forward, as
    `Predictor.predict` does it) vs. the same image through the running app's HTTP API (`gradio_client`,
-   `/predict`). Goal: app / bare <= 1.2. Also printed: the forward alone on a ready tensor, the time the app
-   itself reports (decode + predict), and the round trip of an endpoint that does no work (`/served_model`),
-   which is what Gradio's queue and the client add to every call.
+   `/predict`). Goal: app / bare <= 1.2. Also printed: the forward alone on a ready tensor, the same call made
+   with Gradio's queue protocol read as events arrive (`QueueProtocolClient`), the time the app itself reports
+   (decode + predict), and the gradio_client round trip of an endpoint that does no work (`/served_model`).
+   That last one is a floor under every gradio_client call: its result loop sleeps 50 ms whenever no message
+   is waiting, so no app can bring a ~25 ms model to 1.2 through gradio_client.
 2. 50 feedback submissions (distinct images) from 8 concurrent `gradio_client` clients; then the app is
    SIGKILLed, and the feedback store on disk must hold every acknowledged item with its exact bytes and label.
 
