@@ -50,6 +50,9 @@ def pytest_configure(config):
     home.mkdir()
     env = server.client_env(config_file=server.write_client_config(root / "clearml.conf"))
     os.environ.update(env, HOME=str(home), CLEARML_TASK_NO_REUSE="1")
+    # gradio_client reports each Client() to Hugging Face unless told not to (its analytics_enabled=False
+    # argument does not switch it off); tests stay on this machine.
+    os.environ.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1")
     _session.update(root=root, server=server, env=env)
 
 
