@@ -38,7 +38,8 @@ def replace_upload(page, path) -> None:
     page.locator("#upload button[aria-label='Clear']").click()
     expect(page.locator("#latency input")).to_have_value("", timeout=30_000)
     page.locator("#upload input[type=file]").set_input_files(str(path))
-    expect(page.locator("#upload")).to_contain_text(path.name, timeout=30_000)
+    # By accessible name: Gradio 6 renders the name as two spans (stem, extension), whose text may be split.
+    expect(page.locator("#upload").get_by_role("cell", name=path.name)).to_be_visible(timeout=30_000)
     expect(page.locator("#latency input")).not_to_have_value("", timeout=30_000)
 
 
