@@ -230,9 +230,13 @@ class FeedbackStore:
         with self._lock:
             return sorted({item.label for item in self._index.items.values()})
 
-    def unpublished_count(self) -> int:
+    def unpublished(self) -> list[FeedbackItem]:
+        """Items in no published dataset version yet (pending or in an open batch), oldest first."""
         with self._lock:
-            return sum(1 for sha in self._index.items if self.published_in(sha) is None)
+            return [item for item in self.items() if self.published_in(item.sha256) is None]
+
+    def unpublished_count(self) -> int:
+        return len(self.unpublished())
 
     # -- internals -------------------------------------------------------------------------------------------
 

@@ -159,8 +159,7 @@ class AutoPublisher(PeriodicWorker):
         self.last_error: str | None = None
 
     def due(self) -> bool:
-        store = self.publisher.store
-        unpublished = [item for item in store.items() if store.published_in(item.sha256) is None]
+        unpublished = self.publisher.store.unpublished()
         if not unpublished:
             return False
         if self.every_n > 0 and len(unpublished) >= self.every_n:
