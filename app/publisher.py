@@ -19,6 +19,7 @@ from clearml import Dataset, Task
 
 from app.feedback_store import Batch, FeedbackStore
 from app.periodic import PeriodicWorker
+from tasks.common import latest_dataset_id
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,7 @@ class Publisher:
         return published
 
     def current_version_id(self) -> str | None:
-        try:
-            return Dataset.get(dataset_project=self.project, dataset_name=self.name, only_completed=True).id
-        except ValueError:  # no finalized version yet
-            return None
+        return latest_dataset_id(self.project, self.name)
 
     def versions(self) -> list[DatasetVersion]:
         """Finalized versions of the dataset with their parents, newest first."""

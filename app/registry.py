@@ -14,6 +14,7 @@ from app.model_holder import ModelHolder, ServedModel
 from app.periodic import PeriodicWorker
 from classifier.checkpoint import Checkpoint
 from classifier.predict import Predictor
+from tasks.common import production_model
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +26,6 @@ class RegisteredModel:
     tags: list[str]
     published: bool
     metrics: dict[str, object] = field(default_factory=dict)
-
-
-def find_serving_model(project: str, tag: str) -> Model | None:
-    """Newest published model in `project` tagged `tag`, or None (also when the project does not exist yet)."""
-    try:
-        models = Model.query_models(project_name=project, tags=[tag], only_published=True, max_results=1)
-    except ValueError:  # the SDK's "No projects found when searching for ..."
-        return None
-    return models[0] if models else None
 
 
 def load_model(model_id: str) -> ServedModel:
@@ -84,7 +76,7 @@ class RegistryWatcher(PeriodicWorker):
 
     def check_once(self) -> bool:
         """Load and swap in the serving model if it changed; True when a swap happened."""
-        model = find_serving_model(self.project, self.tag)
+        model = production_model(self.project, self.tag)
         current = self.holder.current()
         if model is None or (current is not None and current.model_id == model.id):
             return False

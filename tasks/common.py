@@ -142,9 +142,13 @@ def create_dataset_version(
 # ------------------------------------------------------------------------------------------------ models
 
 
-def production_model(project: str = PROJECT) -> Model | None:
-    """The published model that carries the production tag (the newest, should there ever be two)."""
-    found = Model.query_models(project_name=project, tags=[PRODUCTION_TAG], only_published=True, max_results=1)
+def production_model(project: str = PROJECT, tag: str = PRODUCTION_TAG) -> Model | None:
+    """The published model in `project` that carries `tag` (the newest, should there ever be two); None when
+    there is none, also when the project does not exist yet."""
+    try:
+        found = Model.query_models(project_name=project, tags=[tag], only_published=True, max_results=1)
+    except ValueError:  # the SDK's "No projects found when searching for ..."
+        return None
     return found[0] if found else None
 
 

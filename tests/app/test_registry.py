@@ -11,16 +11,17 @@ from app_testing import image_bytes, launch, register_model
 from gradio_client import Client, handle_file
 
 from app.__main__ import build, parse_args
-from app.registry import RegistryWatcher, find_serving_model, model_history
+from app.registry import RegistryWatcher, model_history
+from tasks.common import production_model
 
 
 def test_only_the_newest_published_model_with_the_tag_is_served(clearml_server, checkpoints, tmp_path):
     project = f"app-test-{uuid.uuid4().hex[:8]}"
-    assert find_serving_model(project, "production") is None  # not even the project exists yet
+    assert production_model(project, "production") is None  # not even the project exists yet
     first = register_model(checkpoints["two"], tmp_path, project, "first", ["production"], metrics={"accuracy": 0.9})
     register_model(checkpoints["three"], tmp_path, project, "draft", ["production"], published=False)
     register_model(checkpoints["three"], tmp_path, project, "candidate", ["candidate"])
-    assert find_serving_model(project, "production").id == first
+    assert production_model(project, "production").id == first
 
     args = parse_args(["--project", project, "--data-dir", str(tmp_path / "feedback"), "--poll-interval", "0.2"])
     ui, watcher, _ = build(args)
