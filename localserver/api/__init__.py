@@ -51,6 +51,14 @@ def id_list(value) -> list[str]:
     return [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)]
 
 
+def listed(docs: list[dict], body: dict, ids: list[str]) -> list[dict]:
+    """What a `*.get_all` lists: documents with the `hidden` system tag only when asked for by id or with
+    `search_hidden` (pipeline steps live in hidden projects)."""
+    if body.get("search_hidden") or ids:
+        return docs
+    return [doc for doc in docs if "hidden" not in (doc.get("system_tags") or [])]
+
+
 def load_services() -> None:
     """Import the service modules so their endpoints register themselves."""
     from . import events, misc, models, projects, queues, tasks, workers  # noqa: F401

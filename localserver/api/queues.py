@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..errors import bad_request, invalid_queue, no_default_queue, not_unique
 from ..query import QuerySpec, run_query
-from . import Context, endpoint, id_list, new_id, now, require
+from . import Context, endpoint, id_list, listed, new_id, now, require
 
 SPEC = QuerySpec(
     list_fields=frozenset({"id", "user"}),
@@ -81,8 +81,7 @@ def get_by_id(ctx: Context, body: dict) -> dict:
 def get_all(ctx: Context, body: dict) -> dict:
     ids = id_list(body.get("id"))
     docs = ctx.store.scan("queues", ids=ids or None)
-    if not body.get("search_hidden") and not ids:
-        docs = [d for d in docs if "hidden" not in (d.get("system_tags") or [])]
+    docs = listed(docs, body, ids)
     return {"queues": run_query([with_entries(ctx, d) for d in docs], body, SPEC)}
 
 

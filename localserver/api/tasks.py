@@ -6,7 +6,7 @@ import copy
 
 from ..errors import bad_request, invalid_task, invalid_task_status
 from ..query import QuerySpec, run_query
-from . import Context, endpoint, id_list, new_id, now, require
+from . import Context, endpoint, id_list, listed, new_id, now, require
 from . import projects as projects_api
 from . import queues as queues_api
 
@@ -214,8 +214,7 @@ def get_all(ctx: Context, body: dict) -> dict:
     ids = id_list(body.get("id"))
     project_ids = id_list(body.get("project"))
     docs = ctx.store.scan("tasks", ids=ids or None, projects=project_ids or None)
-    if not body.get("search_hidden") and not ids:
-        docs = [d for d in docs if "hidden" not in (d.get("system_tags") or [])]
+    docs = listed(docs, body, ids)
     return {"tasks": run_query(docs, body, SPEC)}
 
 
