@@ -5,12 +5,15 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
+import torch
 from app_testing import UPLOAD_LIMIT_MB, encode, free_port, image_bytes, png_header_only
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from app.__main__ import parse_args, serve
 from classifier.images import InvalidImage, sha256_bytes
+from classifier.runtime import serving_threads
 from classifier.synthetic import make_image
 
 
@@ -210,11 +213,6 @@ def test_exif_orientation_is_applied_before_classifying(local_app):
 def test_serving_sets_torch_threads_from_the_options(local_app):
     """`serve` (what `python -m app` runs) gives each concurrent forward its share of the cores, or what
     --cpu-threads says."""
-    import torch
-
-    from app.__main__ import parse_args, serve
-    from classifier.runtime import serving_threads
-
     ui, _ = local_app
     assert torch.get_num_threads() == serving_threads(8)
     before = torch.get_num_threads()
