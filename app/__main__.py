@@ -39,9 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset-name", default=DATASET_NAME, help="dataset that receives the feedback versions")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--concurrency", type=int, default=8, help="requests handled at once")
+    parser.add_argument("--concurrency", type=_at_least(1), default=8, help="requests handled at once")
     parser.add_argument(
-        "--cpu-threads", type=int, default=0, help="torch threads per CPU forward (0: CPU cores / concurrency)"
+        "--cpu-threads", type=_at_least(0), default=0, help="torch threads per CPU forward (0: CPU cores / concurrency)"
     )
     parser.add_argument("--poll-interval", type=float, default=30.0, help="seconds between registry checks")
     parser.add_argument("--publish-every-n", type=int, default=20, help="publish at N unpublished items (0: off)")
@@ -55,6 +55,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-upload-mb", type=float, default=10.0, help="upload size limit")
     parser.add_argument("--output-uri", default=None, help="where dataset files go instead of the ClearML files server")
     return parser.parse_args(argv)
+
+
+def _at_least(minimum: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its error message
+    return parse
 
 
 def build(args: argparse.Namespace):

@@ -224,3 +224,10 @@ def test_serving_sets_torch_threads_from_the_options(local_app):
     finally:
         demo.close()
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("option", [["--concurrency", "0"], ["--cpu-threads", "-1"], ["--concurrency", "x"]])
+def test_serving_options_out_of_range_are_refused(option, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(option)
+    assert option[0] in capsys.readouterr().err
