@@ -14,7 +14,8 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-from .api import ENDPOINTS, Context
+from . import api
+from .api import ENDPOINTS
 from .errors import ApiError, bad_request
 from .files import CHUNK, MultipartUpload, content_type
 
@@ -86,13 +87,10 @@ class RequestHandler(BaseHTTPRequestHandler):
                 data = {"token": token}
             else:
                 user = self.server.app.auth.verify(self.headers.get("Authorization"))
-                handler = ENDPOINTS.get(endpoint) if match else None
-                if handler is None:
+                if not match or endpoint not in ENDPOINTS:
                     log.warning("unknown endpoint %s %s", method, path)
                     raise ApiError(400, 0, f"Unknown endpoint: {endpoint}")
-                ctx = Context(self.server.app.store, user, self.headers.get("X-ClearML-Worker"), self.server.app)
-                with self.server.app.store.transaction():
-                    data = handler(ctx, body)
+                data = api.call(self.server.app, endpoint, body, user, self.headers.get("X-ClearML-Worker"))
             self._send_envelope(200, 0, "OK", endpoint, version, trx, data)
         except ApiError as exc:
             log.info("%s -> %d/%d %s", endpoint, exc.code, exc.subcode, exc.msg)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from ..errors import missing_field
+from ..errors import ApiError, missing_field
 from ..store import Store
 
 ENDPOINTS: dict[str, Callable[[Context, dict], dict]] = {}
@@ -19,6 +19,16 @@ class Context:
     user: str
     worker: str | None
     server: object  # the LocalServer
+
+
+def call(server, name: str, body: dict, user: str, worker: str | None = None) -> dict:
+    """Run endpoint ``name`` with ``body`` as ``user``: the one entry for the HTTP API and the web UI."""
+    handler = ENDPOINTS.get(name)
+    if handler is None:
+        raise ApiError(400, 0, f"Unknown endpoint: {name}")
+    ctx = Context(server.store, user, worker, server)
+    with server.store.transaction():
+        return handler(ctx, body)
 
 
 def endpoint(*names: str):
