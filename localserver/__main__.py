@@ -12,30 +12,45 @@ import sys
 from pathlib import Path
 
 from .auth import load_or_create_credentials
-from .clientconfig import client_env, write_client_config
-from .server import LocalServer
-from .store import Store
+from .clientconfig import client_env, write_client_config, write_private
+from .limits import Limits
+from .server import LocalServer, open_store
 
 
 def _keys(args) -> tuple[str | None, str | None]:
+    """Keys from the options, else CLEARML_API_ACCESS_KEY/SECRET_KEY; the secret preferably from a file."""
+    secret_key = args.secret_key
+    if secret_key:
+        print(
+            "localserver: warning: --secret-key is visible to every user in the process list; "
+            "use --secret-key-file or CLEARML_API_SECRET_KEY",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif args.secret_key_file:
+        try:
+            secret_key = Path(args.secret_key_file).read_text().strip()
+        except OSError as exc:
+            raise SystemExit(f"localserver: cannot read --secret-key-file: {exc}") from None
+        if not secret_key:
+            raise SystemExit(f"localserver: --secret-key-file {args.secret_key_file} is empty")
     return (
         args.access_key or os.environ.get("CLEARML_API_ACCESS_KEY"),
-        args.secret_key or os.environ.get("CLEARML_API_SECRET_KEY"),
+        secret_key or os.environ.get("CLEARML_API_SECRET_KEY"),
     )
 
 
 def serve(args) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     access_key, secret_key = _keys(args)
-    server = LocalServer(args.data_dir, args.host, args.port, access_key, secret_key)
-    # SIGTERM stops cleanly; every acknowledged write is already committed.
+    server = LocalServer(args.data_dir, args.host, args.port, access_key, secret_key, Limits.from_args(args))
+    # SIGTERM stops cleanly (uvicorn finishes the requests in flight, then raises it again here); every
+    # acknowledged write is already committed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if args.ready_file:
         ready = {"port": server.port, "pid": os.getpid(), "access_key": server.access_key}
         ready["secret_key"] = server.secret_key
-        tmp = Path(args.ready_file + ".tmp")
-        tmp.write_text(json.dumps(ready))
-        tmp.replace(args.ready_file)
+        write_private(args.ready_file, json.dumps(ready))
     print(f"localserver {server.api_url} (files {server.files_url}), data in {server.data_dir}", flush=True)
     try:
         server.serve_forever()
@@ -48,7 +63,7 @@ def serve(args) -> None:
 def config(args) -> None:
     access_key, secret_key = _keys(args)
     if not (access_key and secret_key):
-        store = Store(Path(args.data_dir).resolve() / "localserver.sqlite")
+        store = open_store(Path(args.data_dir).resolve())
         access_key, secret_key = load_or_create_credentials(store, None, None)
         store.close()
     api_url = f"http://{args.host}:{args.port}"
@@ -66,14 +81,17 @@ def main(argv=None) -> None:
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.set_defaults(func=func)
-        sub.add_argument("--data-dir", required=True, help="SQLite database and files folder")
+        sub.add_argument("--data-dir", required=True, help="SQLite database and files folder (made private: 0700)")
         sub.add_argument("--host", default="127.0.0.1")
         sub.add_argument("--port", type=int, default=8008, help="0 picks a free port (serve)")
         sub.add_argument("--access-key", help="default: CLEARML_API_ACCESS_KEY, else the data dir's keys")
-        sub.add_argument("--secret-key", help="default: CLEARML_API_SECRET_KEY, else the data dir's keys")
+        secret = sub.add_mutually_exclusive_group()
+        secret.add_argument("--secret-key-file", help="file holding the secret key (default: CLEARML_API_SECRET_KEY)")
+        secret.add_argument("--secret-key", help="for tests only: argv is visible to every user (prints a warning)")
     serve_parser = commands.choices["serve"]
-    serve_parser.add_argument("--ready-file", help="write {port, pid, keys} here once listening")
+    serve_parser.add_argument("--ready-file", help="write {port, pid, keys} here (0600) once listening")
     serve_parser.add_argument("--log-level", default="info")
+    Limits.add_arguments(serve_parser)
     commands.choices["config"].add_argument("--write", metavar="CLEARML_CONF", help="also write a clearml.conf")
     args = parser.parse_args(argv)
     args.func(args)

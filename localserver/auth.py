@@ -7,15 +7,17 @@ import binascii
 import hmac
 import math
 import secrets
+import threading
 import time
 
 import jwt
 
-from .errors import unauthorized
+from .errors import ApiError, bad_request, unauthorized
 from .store import Store
 
 API_VERSION = "2.31"
 DEFAULT_EXPIRATION_SEC = 30 * 24 * 3600
+MAX_EXPIRATION_SEC = DEFAULT_EXPIRATION_SEC
 USER_ID = "local-user"
 
 
@@ -32,28 +34,31 @@ def load_or_create_credentials(store: Store, access_key: str | None, secret_key:
 
 
 class TokenAuthority:
+    """Issues and checks tokens. The signing key is derived from the keys, so new keys revoke every old token."""
+
     def __init__(self, store: Store, access_key: str, secret_key: str, server_version: str):
         self.access_key = access_key
         self.secret_key = secret_key
         self._server_version = server_version
         with store.transaction():
-            # Persisted so tokens issued before a restart stay valid.
+            # Persisted so tokens issued before a restart with the same keys stay valid.
             if not store.setting("jwt_secret"):
                 store.set_setting("jwt_secret", secrets.token_hex(32))
-            self._signing_key = store.setting("jwt_secret")
+            salt = store.setting("jwt_secret")
+        self._signing_key = hmac.new(salt.encode(), f"{access_key}\0{secret_key}".encode(), "sha256").hexdigest()
 
-    def login(self, authorization: str | None, expiration_sec=None) -> str:
+    def check_credentials(self, authorization: str | None) -> None:
+        """Raises 401 unless ``authorization`` is HTTP Basic with this server's keys."""
         access_key, secret_key = _basic_credentials(authorization)
         valid_access = hmac.compare_digest(access_key.encode(), self.access_key.encode())
         valid_secret = hmac.compare_digest(secret_key.encode(), self.secret_key.encode())
         if not (valid_access and valid_secret):
             raise unauthorized("Invalid access key or secret key", subcode=21)
-        try:
-            lifetime = int(expiration_sec) if expiration_sec else DEFAULT_EXPIRATION_SEC
-        except (TypeError, ValueError):
-            lifetime = DEFAULT_EXPIRATION_SEC
+
+    def issue(self, expiration_sec=None) -> str:
+        """A token valid for ``expiration_sec`` (default 30 days, clamped to 30 days as the real server clamps)."""
+        lifetime = token_lifetime(expiration_sec)
         now = time.time()
-        issued = int(now)
         claims = {
             "identity": {
                 "user": USER_ID,
@@ -67,8 +72,8 @@ class TokenAuthority:
             "server_build": "localserver",
             "feature_set": "basic",
             "env": "local",
-            "iat": issued,
-            "exp": math.ceil(now + max(lifetime, 1)),  # valid for at least the requested time
+            "iat": int(now),
+            "exp": math.ceil(now + lifetime),  # valid for at least the requested time
         }
         return jwt.encode(claims, self._signing_key, algorithm="HS256")
 
@@ -83,6 +88,64 @@ class TokenAuthority:
         except jwt.InvalidTokenError:
             raise unauthorized("Invalid token", subcode=30) from None
         return claims.get("identity", {}).get("user", USER_ID)
+
+
+def token_lifetime(expiration_sec) -> float:
+    """Seconds a new token lives: the default when not given, at most MAX_EXPIRATION_SEC."""
+    if expiration_sec is None or expiration_sec == "":
+        return DEFAULT_EXPIRATION_SEC
+    try:
+        if isinstance(expiration_sec, bool):
+            raise ValueError
+        lifetime = float(expiration_sec)
+    except (TypeError, ValueError):
+        raise bad_request(f"expiration_sec must be a number of seconds, got {expiration_sec!r}") from None
+    if not math.isfinite(lifetime) or lifetime <= 0:
+        raise bad_request(f"expiration_sec must be a positive finite number of seconds, got {expiration_sec!r}")
+    return min(lifetime, MAX_EXPIRATION_SEC)
+
+
+class LoginThrottled(ApiError):
+    """Too many failed logins from one address: answered 429 with ``Retry-After`` (the SDK waits and retries)."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(429, 0, f"Too many failed login attempts; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class LoginThrottle:
+    """Failed ``auth.login`` attempts per client address: a bucket of ``per_minute`` that refills continuously.
+
+    While an address's bucket is empty its logins are refused before the credentials are checked, so guessing
+    cannot go faster than ``per_minute``; successful logins cost nothing.
+    """
+
+    MAX_ADDRESSES = 10_000
+
+    def __init__(self, per_minute: int):
+        self._capacity = float(per_minute)
+        self._refill_per_sec = per_minute / 60
+        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (allowance, at monotonic time)
+        self._lock = threading.Lock()
+
+    def _allowance(self, address: str, now: float) -> float:
+        allowance, since = self._buckets.get(address, (self._capacity, now))
+        return min(self._capacity, allowance + (now - since) * self._refill_per_sec)
+
+    def check(self, address: str) -> None:
+        with self._lock:
+            allowance = self._allowance(address, time.monotonic())
+        if allowance < 1:
+            raise LoginThrottled(math.ceil((1 - allowance) / self._refill_per_sec))
+
+    def failed(self, address: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._buckets) >= self.MAX_ADDRESSES:  # forget refilled addresses, else the oldest
+                full = [a for a in self._buckets if self._allowance(a, now) >= self._capacity]
+                for forgotten in full or [next(iter(self._buckets))]:
+                    del self._buckets[forgotten]
+            self._buckets[address] = (self._allowance(address, now) - 1, now)
 
 
 def _basic_credentials(authorization: str | None) -> tuple[str, str]:

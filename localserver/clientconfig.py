@@ -3,12 +3,13 @@
 The conf lowers the SDK's HTTP retries (240 by default) and turns off ``wait_on_maintenance_forever`` so that a
 client of a dead server fails within seconds instead of hanging. It also makes the SDK report from a thread
 instead of a subprocess: every SDK process otherwise waits ~10 s at exit for its reporter, which dominates the
-short pipeline steps of the feedback loop.
+short pipeline steps of the feedback loop. It holds the secret key, so it is written 0600.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 _CONF = """\
@@ -57,8 +58,19 @@ def write_client_config(path, api_url: str, access_key: str, secret_key: str) ->
         access_key=json.dumps(access_key),
         secret_key=json.dumps(secret_key),
     )
-    path.write_text(text)
+    write_private(path, text)
     return path
+
+
+def write_private(path, text: str) -> None:
+    """Write ``path`` readable by its owner only (0600: it holds the secret key), replacing it atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    tmp.replace(path)
 
 
 def client_env(api_url: str, access_key: str, secret_key: str, config_file=None) -> dict[str, str]:

@@ -2,13 +2,18 @@
 
 Object paths are resolved inside the store root (a leading ``/`` is relative to it); ``..``, drive letters and
 symlinks that lead outside are refused.
-Uploads are streamed to a temporary file next to the target and renamed into place once complete.
+Uploads stream to temporary files in a folder outside the served tree (emptied at start, never served). Only
+once the whole body has arrived is each file fsynced and renamed into place, then its folder fsynced: an upload
+that fails midway stores none of its parts.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import mimetypes
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from urllib.parse import unquote
@@ -16,15 +21,29 @@ from urllib.parse import unquote
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from .errors import ApiError, bad_request
+from .errors import bad_request
 
 CHUNK = 1024 * 1024
+LEGACY_TEMP_PREFIX = ".upload-"  # temporary files that older versions left inside the served tree
+
+log = logging.getLogger("localserver")
 
 
 class FileStore:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, tmp_dir: Path):
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir = tmp_dir.resolve()
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Remove what interrupted uploads left: the temp folder's content and legacy temp files in the tree."""
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self.root.rglob(LEGACY_TEMP_PREFIX + "*"):
+            if leftover.is_file() and not leftover.is_symlink():
+                log.info("removing an interrupted upload's temp file %s", leftover)
+                leftover.unlink()
 
     def resolve(self, object_path: str) -> Path:
         """The absolute file for ``object_path``, refusing anything that leaves the store."""
@@ -45,9 +64,21 @@ class FileStore:
         target.unlink()
         return True
 
+    def delete_many(self, body: bytes) -> list[str]:
+        """``POST /files/delete_many`` with ``{"files": [path, ...]}``: the paths that existed and were deleted."""
+        try:
+            request = json.loads(body or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise bad_request("delete_many body is not valid JSON") from None
+        paths = request.get("files") if isinstance(request, dict) else None
+        if not isinstance(paths, list) or not all(isinstance(path, str) for path in paths):
+            raise bad_request('delete_many body must be {"files": ["path", ...]}')
+        return [path for path in paths if self.delete(path)]
+
 
 class MultipartUpload:
-    """Feeds request body chunks to a streaming multipart parser that writes each part to disk."""
+    """Feeds request body chunks to a streaming multipart parser that writes each part to a temp file;
+    :meth:`finish` moves them all into place, :meth:`abort` removes them."""
 
     def __init__(self, store: FileStore, content_type: str, prefix: str = ""):
         kind, options = parse_options_header(content_type)
@@ -59,9 +90,8 @@ class MultipartUpload:
         self._header_field = b""
         self._headers: dict[bytes, bytes] = {}
         self._file = None
-        self._tmp_path: Path | None = None
-        self._target: Path | None = None
-        self._error: ApiError | None = None
+        self._parts: list[tuple[Path, Path]] = []  # (temp file, target), complete parts only
+        self._current: tuple[Path, Path] | None = None
         self.stored: list[str] = []
         self._parser = MultipartParser(
             boundary,
@@ -94,19 +124,21 @@ class MultipartUpload:
         if not name:
             raise bad_request("Multipart field without a name")
         object_path = f"{self._prefix}/{name}" if self._prefix else name
-        self._target = self._store.resolve(object_path)
-        self._target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self._target.parent, prefix=".upload-")
-        self._file, self._tmp_path = os.fdopen(fd, "wb"), Path(tmp)
+        target = self._store.resolve(object_path)
+        fd, tmp = tempfile.mkstemp(dir=self._store.tmp_dir, prefix="upload-")
+        self._file, self._current = os.fdopen(fd, "wb"), (Path(tmp), target)
         self.stored.append(object_path)
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         self._file.write(data[start:end])
 
     def _part_end(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
         self._file.close()
-        os.replace(self._tmp_path, self._target)
-        self._file = self._tmp_path = None
+        self._file = None
+        self._parts.append(self._current)
+        self._current = None
 
     def write(self, chunk: bytes) -> None:
         try:
@@ -115,22 +147,41 @@ class MultipartUpload:
             raise bad_request(f"Malformed multipart upload: {exc}") from None
 
     def finish(self) -> list[str]:
+        """Check the body was complete, then move every part into place (fsynced)."""
         try:
             self._parser.finalize()
         except FormParserError as exc:
             raise bad_request(f"Malformed multipart upload: {exc}") from None
         if self._file is not None:
-            self.abort()
             raise bad_request("Truncated multipart upload")
-        if not self.stored:
+        if not self._parts:
             raise bad_request("Upload contained no file")
+        folders = set()
+        while self._parts:
+            tmp, target = self._parts.pop(0)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+            folders.add(target.parent)
+        for folder in folders:
+            _fsync_folder(folder)
         return self.stored
 
     def abort(self) -> None:
+        """Remove every temp file of this upload (nothing has been moved into the store yet)."""
         if self._file is not None:
             self._file.close()
-            self._tmp_path.unlink(missing_ok=True)
             self._file = None
+        for tmp, _ in self._parts + ([self._current] if self._current else []):
+            tmp.unlink(missing_ok=True)
+        self._parts, self._current = [], None
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def content_type(path: Path) -> str:

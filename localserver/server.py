@@ -19,17 +19,37 @@ from pathlib import Path
 from . import SERVER_VERSION
 from .api import Context, load_services
 from .api import queues as queues_api
-from .auth import USER_ID, TokenAuthority, load_or_create_credentials
+from .asgi import create_app
+from .auth import USER_ID, LoginThrottle, TokenAuthority, load_or_create_credentials
 from .clientconfig import client_env, write_client_config
 from .files import FileStore
-from .httpd import LocalHTTPServer
+from .limits import Limits
 from .store import Store
+from .transport import UvicornServer, bind
 
 log = logging.getLogger("localserver")
 
 
+DATABASE = "localserver.sqlite"
+
+
+def open_store(data_dir: Path) -> Store:
+    """The data dir's store, with the data dir private (0700) and the database and its WAL files 0600: they
+    hold the keys and the token signing secret."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    database = data_dir / DATABASE
+    os.close(os.open(database, os.O_CREAT | os.O_RDWR, 0o600))  # SQLite gives -wal/-shm the database's mode
+    for path in (database, data_dir / f"{DATABASE}-wal", data_dir / f"{DATABASE}-shm"):
+        if path.exists():
+            path.chmod(0o600)
+    return Store(database)
+
+
 class LocalServer:
-    """Opens the store under ``data_dir`` and binds ``host:port`` (0 picks a free port)."""
+    """Opens the store under ``data_dir`` and binds ``host:port`` (0 picks a free port); :meth:`serve_forever`
+    then serves the API, ``/files`` and ``extra_routes`` (Starlette routes, e.g. a web UI; see
+    :func:`localserver.asgi.create_app`)."""
 
     def __init__(
         self,
@@ -38,17 +58,22 @@ class LocalServer:
         port: int = 0,
         access_key: str | None = None,
         secret_key: str | None = None,
+        limits: Limits | None = None,
+        extra_routes=(),
     ):
         load_services()
         self.data_dir = Path(data_dir).resolve()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(self.data_dir / "localserver.sqlite")
+        self.limits = limits or Limits()
+        self.store = open_store(self.data_dir)
         self.access_key, self.secret_key = load_or_create_credentials(self.store, access_key, secret_key)
         self.auth = TokenAuthority(self.store, self.access_key, self.secret_key, SERVER_VERSION)
-        self.files = FileStore(self.data_dir / "files")
+        self.login_throttle = LoginThrottle(self.limits.login_failures_per_minute)
+        self.files = FileStore(self.data_dir / "files", self.data_dir / "uploads-tmp")
         self._ensure_default_queue()
-        self.httpd = LocalHTTPServer((host, port), self)
-        self.host, self.port = self.httpd.server_address[:2]
+        self.app = create_app(self, extra_routes)
+        self.socket = bind(host, port)
+        self.host, self.port = self.socket.getsockname()[:2]
+        self._uvicorn = UvicornServer(self.app, self.socket, self.limits)
 
     def _ensure_default_queue(self) -> None:
         with self.store.transaction():
@@ -69,10 +94,14 @@ class LocalServer:
         return self.api_url
 
     def serve_forever(self) -> None:
-        self.httpd.serve_forever(poll_interval=0.2)
+        """Serve until :meth:`shutdown` (from another thread) or, in the main thread, SIGINT/SIGTERM."""
+        self._uvicorn.run()
+
+    def shutdown(self) -> None:
+        self._uvicorn.stop()
 
     def close(self) -> None:
-        self.httpd.server_close()
+        self.socket.close()
         self.store.close()
 
 
@@ -83,8 +112,10 @@ class EmbeddedServer:
     ...     os.environ.update(server.client_env())
     """
 
-    def __init__(self, data_dir, host="127.0.0.1", port=0, access_key=None, secret_key=None):
-        self._server = LocalServer(data_dir, host, port, access_key, secret_key)
+    def __init__(
+        self, data_dir, host="127.0.0.1", port=0, access_key=None, secret_key=None, limits=None, extra_routes=()
+    ):
+        self._server = LocalServer(data_dir, host, port, access_key, secret_key, limits, extra_routes)
         self._thread: threading.Thread | None = None
         self.data_dir = self._server.data_dir
         self.access_key, self.secret_key = self._server.access_key, self._server.secret_key
@@ -102,7 +133,7 @@ class EmbeddedServer:
 
     def stop(self) -> None:
         if self._thread is not None:
-            self._server.httpd.shutdown()
+            self._server.shutdown()
             self._thread.join()
             self._thread = None
         self._server.close()
@@ -164,14 +195,16 @@ def start_server_process(
     secret_key: str | None = None,
     log_file=None,
     timeout: float = 30,
+    limits: Limits | None = None,
 ) -> ServerProcess:
-    """Start ``python -m localserver serve`` on 127.0.0.1 and wait until ``auth.login`` answers."""
+    """Start ``python -m localserver serve`` on 127.0.0.1 and wait until ``auth.login`` answers.
+    The keys go to the child through its environment, never its command line."""
     data_dir = Path(data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     ready_file = data_dir / "server-ready.json"
     ready_file.unlink(missing_ok=True)
     command = [sys.executable, "-m", "localserver", "serve", "--data-dir", str(data_dir), "--port", str(port)]
-    command += ["--ready-file", str(ready_file)]
+    command += ["--ready-file", str(ready_file), *(limits.as_argv() if limits else [])]
     env = dict(os.environ)
     if access_key and secret_key:
         env.update(CLEARML_API_ACCESS_KEY=access_key, CLEARML_API_SECRET_KEY=secret_key)
