@@ -22,19 +22,23 @@ USER_ID = "local-user"
 
 
 def load_or_create_credentials(store: Store, access_key: str | None, secret_key: str | None) -> tuple[str, str]:
-    """Keys given explicitly win; otherwise the data dir's stored keys, generated on first start."""
+    """Keys given explicitly win; otherwise the data dir's stored keys, generated on first start.
+    New keys also replace the token signing secret: every token issued under the old keys stops working."""
     with store.transaction():
-        if access_key and secret_key:
+        stored = (store.setting("access_key"), store.setting("secret_key"))
+        if access_key and secret_key and (access_key, secret_key) != stored:
             store.set_setting("access_key", access_key)
             store.set_setting("secret_key", secret_key)
+            store.set_setting("jwt_secret", secrets.token_hex(32))
         if not store.setting("access_key"):
             store.set_setting("access_key", secrets.token_hex(10).upper())
             store.set_setting("secret_key", secrets.token_urlsafe(32))
+            store.set_setting("jwt_secret", secrets.token_hex(32))
         return store.setting("access_key"), store.setting("secret_key")
 
 
 class TokenAuthority:
-    """Issues and checks tokens. The signing key is derived from the keys, so new keys revoke every old token."""
+    """Issues and checks tokens, signed with the data dir's secret (replaced whenever the keys change)."""
 
     def __init__(self, store: Store, access_key: str, secret_key: str, server_version: str):
         self.access_key = access_key
@@ -44,8 +48,7 @@ class TokenAuthority:
             # Persisted so tokens issued before a restart with the same keys stay valid.
             if not store.setting("jwt_secret"):
                 store.set_setting("jwt_secret", secrets.token_hex(32))
-            salt = store.setting("jwt_secret")
-        self._signing_key = hmac.new(salt.encode(), f"{access_key}\0{secret_key}".encode(), "sha256").hexdigest()
+            self._signing_key = store.setting("jwt_secret")
 
     def check_credentials(self, authorization: str | None) -> None:
         """Raises 401 unless ``authorization`` is HTTP Basic with this server's keys."""

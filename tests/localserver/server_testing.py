@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import json
+import socket
+import time
+from dataclasses import dataclass
+
 import requests
+
+from localserver import start_server_process
+from localserver.limits import Limits
 
 
 def login(server, expiration_sec: int | None = None) -> str:
@@ -25,3 +35,68 @@ def ok(server, endpoint: str, token: str, **body) -> dict:
     response = call(server, endpoint, token, **body)
     assert response.status_code == 200, f"{endpoint}: {response.status_code} {response.text}"
     return response.json()["data"]
+
+
+@contextlib.contextmanager
+def own_server(data_dir, access_key: str | None = None, secret_key: str | None = None, **limits):
+    """A server subprocess of its own (``limits``: :class:`localserver.limits.Limits` fields), stopped after."""
+    server = start_server_process(data_dir, 0, access_key, secret_key, limits=Limits(**limits) if limits else None)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    closed: bool  # the server closed the connection after the response
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def read_response(sock: socket.socket, timeout: float = 5) -> RawResponse:
+    sock.settimeout(timeout)
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    body = response.read()
+    headers = {key.lower(): value for key, value in response.getheaders()}
+    try:
+        closed = sock.recv(1) == b""
+    except ConnectionResetError:
+        closed = True
+    return RawResponse(response.status, headers, body, closed)
+
+
+def raw_exchange(server, data: bytes, timeout: float = 5) -> RawResponse:
+    """Send ``data`` byte for byte on a new connection and read the one response."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        return read_response(sock, timeout)
+
+
+def request_bytes(method: str, path: str, headers: dict | None = None, body: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM)."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+
+
+def wait_for(condition, timeout: float = 10, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()

@@ -8,6 +8,7 @@ import uuid
 
 import requests
 from clearml.utilities.requests_toolbelt import MultipartEncoder
+from server_testing import peak_rss_mb
 
 from localserver import start_server_process
 
@@ -99,11 +100,6 @@ def test_paths_cannot_escape_the_store(clearml_server):
     assert (data_dir / "localserver.sqlite").exists()
 
 
-def _peak_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
-
-
 def test_large_files_are_streamed_not_buffered(tmp_path):
     server = start_server_process(tmp_path / "data", port=0)
     try:
@@ -113,7 +109,7 @@ def test_large_files_are_streamed_not_buffered(tmp_path):
         with source.open("wb") as handle:
             for _ in range(size // (1024 * 1024)):
                 handle.write(os.urandom(1024 * 1024))
-        baseline = _peak_rss_mb(server.pid)
+        baseline = peak_rss_mb(server.pid)
         with source.open("rb") as handle:
             assert upload(server, "big/big.bin", handle, headers).status_code == 200
         received = 0
@@ -122,6 +118,6 @@ def test_large_files_are_streamed_not_buffered(tmp_path):
                 received += len(chunk)
         assert received == size
         assert (server.data_dir / "files" / "big" / "big.bin").stat().st_size == size
-        assert _peak_rss_mb(server.pid) - baseline < 32, "the server held the file in memory"
+        assert peak_rss_mb(server.pid) - baseline < 32, "the server held the file in memory"
     finally:
         server.stop()
