@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import uuid
 
 import requests
 from clearml.utilities.requests_toolbelt import MultipartEncoder
-from server_testing import peak_rss_mb
+from server_testing import bearer, login, own_server, peak_rss_mb, raw_exchange, request_bytes, wait_for
 
 from localserver import start_server_process
 
 
 def auth(server) -> dict:
-    from server_testing import login
-
-    return {"Authorization": f"Bearer {login(server)}"}
+    return bearer(login(server))
 
 
 def upload(server, object_path: str, payload, headers) -> requests.Response:
@@ -121,3 +120,75 @@ def test_large_files_are_streamed_not_buffered(tmp_path):
         assert peak_rss_mb(server.pid) - baseline < 32, "the server held the file in memory"
     finally:
         server.stop()
+
+
+def _multipart(parts: dict[str, bytes], boundary: str = "b0undary") -> tuple[bytes, str]:
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}"\r\n\r\n'.encode()
+        + data
+        + b"\r\n"
+        for name, data in parts.items()
+    )
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_a_failed_multi_part_upload_stores_none_of_its_parts(tmp_path):
+    with own_server(tmp_path / "data", max_upload_mb=1) as server:
+        token = login(server)
+        stored = server.data_dir / "files"
+        body, content_type = _multipart({"multi/first.bin": b"1" * 1000, "multi/second.bin": b"2" * 1000})
+        headers = {**bearer(token), "Content-Type": content_type, "Content-Length": str(len(body))}
+        # The client leaves after the first part and half of the second.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(request_bytes("POST", "/files", headers, body[: len(body) - 600]))
+        # The body never ends (a malformed last part).
+        truncated = requests.post(
+            server.files_url, data=body[:-30], headers={**headers, "Content-Length": None}, timeout=5
+        )
+        assert truncated.status_code == 400
+        # Larger than --max-upload-mb, streamed without a declared length.
+        big, big_type = _multipart({"multi/first.bin": b"1", "multi/huge.bin": b"x" * (2 * 1024 * 1024)})
+        try:
+            too_big = requests.post(
+                server.files_url,
+                data=iter([big[i : i + 65536] for i in range(0, len(big), 65536)]),
+                headers={**bearer(token), "Content-Type": big_type},
+                timeout=10,
+            ).status_code
+        except requests.ConnectionError:  # the server may close before the client has sent its last bytes
+            too_big = None
+        assert too_big in (413, None)
+        headers_only = request_bytes(
+            "POST", "/files", {**bearer(token), "Content-Type": big_type, "Content-Length": str(len(big))}
+        )
+        assert raw_exchange(server, headers_only).status == 413  # refused from the declared length
+        assert wait_for(lambda: not any((server.data_dir / "uploads-tmp").iterdir()))
+        assert not list(stored.rglob("*.bin"))
+        complete = requests.post(server.files_url, data=body, headers={**headers}, timeout=5)
+        assert complete.json() == ["multi/first.bin", "multi/second.bin"]
+        assert (stored / "multi" / "second.bin").read_bytes() == b"2" * 1000
+
+
+def test_interrupted_uploads_are_swept_at_start_and_never_served(tmp_path):
+    data_dir = tmp_path / "data"
+    legacy = data_dir / "files" / "demo" / ".upload-abc123"  # where older versions kept temp files
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes(b"half an upload")
+    (data_dir / "uploads-tmp").mkdir()
+    (data_dir / "uploads-tmp" / "upload-xyz").write_bytes(b"half another")
+    with own_server(data_dir) as server:
+        assert not legacy.exists() and not any((data_dir / "uploads-tmp").iterdir())
+        response = requests.get(f"{server.files_url}/demo/.upload-abc123", headers=bearer(login(server)), timeout=5)
+        assert response.status_code == 404
+
+
+def test_delete_many_refuses_malformed_bodies(clearml_server):
+    headers = auth(clearml_server)
+    object_path = f"many/{uuid.uuid4().hex}.txt"
+    assert upload(clearml_server, object_path, b"x", headers).status_code == 200
+    url = f"{clearml_server.files_url}/delete_many"
+    for body in (b"not json", b"[1, 2]", b'{"files": "a.txt"}', b'{"files": [1]}', b"\xff\xfe"):
+        response = requests.post(url, data=body, headers=headers, timeout=5)
+        assert response.status_code == 400 and "delete_many" in response.json()["error"], body
+    deleted = requests.post(url, json={"files": [object_path, "many/absent.txt"]}, headers=headers, timeout=5)
+    assert deleted.json() == {"deleted": [object_path]}
