@@ -7,10 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 from server_testing import login, ok
 
-from localserver import EmbeddedServer
+from localserver import EmbeddedServer, Limits
+from localserver.__main__ import main
 
 
 def test_embedded_server_in_a_thread_with_client_configuration(tmp_path):
@@ -57,3 +59,13 @@ def test_config_command_prints_the_stored_keys(tmp_path):
     assert exports["CLEARML_FILES_HOST"] == "http://127.0.0.1:9999/files"
     assert (exports["CLEARML_API_ACCESS_KEY"], exports["CLEARML_API_SECRET_KEY"].strip("'")) == keys
     assert "http://127.0.0.1:9999/files" in (tmp_path / "clearml.conf").read_text()
+
+
+def test_serve_refuses_limits_that_are_not_positive_numbers(tmp_path, capsys):
+    for option, value in (("--max-connections", "0"), ("--header-timeout", "nan"), ("--body-timeout", "-1")):
+        with pytest.raises(SystemExit):
+            main(["serve", "--data-dir", str(tmp_path / "data"), option, value])
+        assert f"argument {option}: must be a positive number" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--max-upload-mb must be a positive number"):
+        Limits(max_upload_mb=0)
+    assert not (tmp_path / "data").exists()
