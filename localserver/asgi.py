@@ -228,7 +228,7 @@ async def _login(server, request: Request, authorization: str | None, version) -
         server.login_throttle.failed(address)
         raise
     raw = await _read_body(request, server.limits.max_json_body, server.limits.body_timeout)
-    body = _request_body("auth.login", raw, request.url.query)
+    body = await run_in_threadpool(_request_body, "auth.login", raw, request.url.query)
     token = server.auth.issue(body.get("expiration_sec"))
     content = envelope_bytes(200, 0, "OK", "auth.login", version, {"token": token})
     return Response(content, media_type="application/json")

@@ -13,6 +13,7 @@ import json
 import logging
 import mimetypes
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,7 +25,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from .errors import bad_request
 
 CHUNK = 1024 * 1024
-LEGACY_TEMP_PREFIX = ".upload-"  # temporary files that older versions left inside the served tree
+LEGACY_TEMP_NAME = re.compile(r"\.upload-[a-z0-9_]{8}")  # mkstemp names older versions used inside the tree
 
 log = logging.getLogger("localserver")
 
@@ -40,8 +41,8 @@ class FileStore:
         """Remove what interrupted uploads left: the temp folder's content and legacy temp files in the tree."""
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in self.root.rglob(LEGACY_TEMP_PREFIX + "*"):
-            if leftover.is_file() and not leftover.is_symlink():
+        for leftover in self.root.rglob(".upload-*"):
+            if LEGACY_TEMP_NAME.fullmatch(leftover.name) and leftover.is_file() and not leftover.is_symlink():
                 log.info("removing an interrupted upload's temp file %s", leftover)
                 leftover.unlink()
 

@@ -71,7 +71,11 @@ class LocalServer:
         self.files = FileStore(self.data_dir / "files", self.data_dir / "uploads-tmp")
         self._ensure_default_queue()
         self.app = create_app(self, extra_routes)
-        self.socket = bind(host, port)
+        try:
+            self.socket = bind(host, port)
+        except OSError:
+            self.store.close()
+            raise
         self.host, self.port = self.socket.getsockname()[:2]
         self._uvicorn = UvicornServer(self.app, self.socket, self.limits)
 

@@ -171,14 +171,16 @@ def test_a_failed_multi_part_upload_stores_none_of_its_parts(tmp_path):
 
 def test_interrupted_uploads_are_swept_at_start_and_never_served(tmp_path):
     data_dir = tmp_path / "data"
-    legacy = data_dir / "files" / "demo" / ".upload-abc123"  # where older versions kept temp files
+    legacy = data_dir / "files" / "demo" / ".upload-abc12345"  # where older versions kept temp files
     legacy.parent.mkdir(parents=True)
     legacy.write_bytes(b"half an upload")
+    user_object = legacy.parent / ".upload-notes.txt"  # not a temp file's name: an object, kept
+    user_object.write_bytes(b"notes")
     (data_dir / "uploads-tmp").mkdir()
     (data_dir / "uploads-tmp" / "upload-xyz").write_bytes(b"half another")
     with own_server(data_dir) as server:
-        assert not legacy.exists() and not any((data_dir / "uploads-tmp").iterdir())
-        response = requests.get(f"{server.files_url}/demo/.upload-abc123", headers=bearer(login(server)), timeout=5)
+        assert not legacy.exists() and not any((data_dir / "uploads-tmp").iterdir()) and user_object.exists()
+        response = requests.get(f"{server.files_url}/demo/.upload-abc12345", headers=bearer(login(server)), timeout=5)
         assert response.status_code == 404
 
 
