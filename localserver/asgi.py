@@ -182,23 +182,23 @@ def _envelope_response(code, subcode, msg, endpoint, version, meta_id=None, head
 
 
 async def _api(server, request: Request) -> Response:
-    match = API_PATH.match(request.url.path)
-    endpoint = match["endpoint"] if match else request.url.path.strip("/")
+    path = request.scope["path"]
+    match = API_PATH.match(path)
+    endpoint = match["endpoint"] if match else path.strip("/")
     version = match["version"] if match else None
+    query = request.scope.get("query_string", b"").decode("latin-1")
     limits = server.limits
     try:
         authorization = request.headers.get("authorization")
         if match and endpoint == "auth.login":
-            return await _login(server, request, authorization, version)
+            return await _login(server, request, authorization, version, query)
         user = server.auth.verify(authorization)
         if not match or endpoint not in ENDPOINTS:
-            log.warning("unknown endpoint %s %s", request.method, request.url.path)
+            log.warning("unknown endpoint %s %s", request.method, path)
             raise ApiError(400, 0, f"Unknown endpoint: {endpoint}")
         raw = await _read_body(request, limits.max_json_body, limits.body_timeout)
         worker = request.headers.get("x-clearml-worker")
-        content = await run_in_threadpool(
-            _run_endpoint, server, endpoint, version, raw, request.url.query, user, worker
-        )
+        content = await run_in_threadpool(_run_endpoint, server, endpoint, version, raw, query, user, worker)
         return Response(content, media_type="application/json")
     except ApiError as exc:
         log.info("%s -> %d/%d %s", endpoint, exc.code, exc.subcode, exc.msg)
@@ -219,7 +219,7 @@ def _run_endpoint(server, endpoint, version, raw: bytes, query: str, user: str, 
     return envelope_bytes(200, 0, "OK", endpoint, version, data)
 
 
-async def _login(server, request: Request, authorization: str | None, version) -> Response:
+async def _login(server, request: Request, authorization: str | None, version, query: str) -> Response:
     address = request.client.host if request.client else ""
     server.login_throttle.check(address)
     try:
@@ -228,7 +228,7 @@ async def _login(server, request: Request, authorization: str | None, version) -
         server.login_throttle.failed(address)
         raise
     raw = await _read_body(request, server.limits.max_json_body, server.limits.body_timeout)
-    body = await run_in_threadpool(_request_body, "auth.login", raw, request.url.query)
+    body = await run_in_threadpool(_request_body, "auth.login", raw, query)
     token = server.auth.issue(body.get("expiration_sec"))
     content = envelope_bytes(200, 0, "OK", "auth.login", version, {"token": token})
     return Response(content, media_type="application/json")
@@ -241,7 +241,7 @@ def _file_error(code: int, msg: str) -> JSONResponse:
 
 async def _files(server, request: Request) -> Response:
     # The raw path, decoded once by FileStore.resolve (the ASGI "path" is already percent-decoded).
-    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
     object_path = raw_path.decode("latin-1")[len("/files") :].lstrip("/")
     method = request.method
     files = server.files
