@@ -44,7 +44,8 @@ def serve(args) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     access_key, secret_key = _keys(args)
     try:
-        server = LocalServer(args.data_dir, args.host, args.port, access_key, secret_key, Limits.from_args(args))
+        limits = Limits.from_args(args)
+        server = LocalServer(args.data_dir, args.host, args.port, access_key, secret_key, limits=limits)
     except OSError as exc:  # e.g. the port is in use
         raise SystemExit(f"localserver: cannot start on {args.host}:{args.port}: {exc}") from None
     # SIGTERM stops cleanly (uvicorn finishes the requests in flight, then raises it again here); every

@@ -61,9 +61,12 @@ def envelope_bytes(code: int, subcode: int, msg: str, endpoint=None, version=Non
     return json.dumps({"meta": meta, "data": {} if data is None else data}).encode()
 
 
-def create_app(server, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+def create_app(server, extra_routes: Sequence[BaseRoute] | Callable[[object], Sequence[BaseRoute]] = ()) -> Starlette:
     """The app for ``server`` (a :class:`~localserver.server.LocalServer`: store, auth, files, limits, login
-    throttle). ``extra_routes`` are tried after the API and ``/files`` routes and before the catch-all."""
+    throttle). ``extra_routes`` (routes, or a function of ``server`` that returns them, such as
+    ``localserver.webui.routes``) are tried after the API and ``/files`` routes and before the catch-all."""
+    if callable(extra_routes):
+        extra_routes = extra_routes(server)
     routes = [
         PatternRoute(API_PATH, lambda request: _api(server, request)),
         PatternRoute(FILES_PATH, lambda request: _files(server, request)),

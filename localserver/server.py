@@ -48,8 +48,8 @@ def open_store(data_dir: Path) -> Store:
 
 class LocalServer:
     """Opens the store under ``data_dir`` and binds ``host:port`` (0 picks a free port); :meth:`serve_forever`
-    then serves the API, ``/files`` and ``extra_routes`` (Starlette routes, e.g. a web UI; see
-    :func:`localserver.asgi.create_app`)."""
+    then serves the API, ``/files`` and ``extra_routes`` (Starlette routes, or a function of this server that
+    returns them, e.g. a web UI; see :func:`localserver.asgi.create_app`). ``app`` is the Starlette app."""
 
     def __init__(
         self,
@@ -58,6 +58,7 @@ class LocalServer:
         port: int = 0,
         access_key: str | None = None,
         secret_key: str | None = None,
+        *,
         limits: Limits | None = None,
         extra_routes=(),
     ):
@@ -117,9 +118,11 @@ class EmbeddedServer:
     """
 
     def __init__(
-        self, data_dir, host="127.0.0.1", port=0, access_key=None, secret_key=None, limits=None, extra_routes=()
+        self, data_dir, host="127.0.0.1", port=0, access_key=None, secret_key=None, *, limits=None, extra_routes=()
     ):
-        self._server = LocalServer(data_dir, host, port, access_key, secret_key, limits, extra_routes)
+        self._server = LocalServer(
+            data_dir, host, port, access_key, secret_key, limits=limits, extra_routes=extra_routes
+        )
         self._thread: threading.Thread | None = None
         self.data_dir = self._server.data_dir
         self.access_key, self.secret_key = self._server.access_key, self._server.secret_key

@@ -23,7 +23,6 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from localserver import EmbeddedServer
-from localserver.limits import Limits
 
 
 def _connect(server) -> socket.socket:
@@ -180,10 +179,12 @@ def test_internal_errors_are_logged_and_answered_without_details(tmp_path):
 
 
 def test_extra_routes_come_after_the_api_and_before_the_catch_all(tmp_path):
-    ui = Route("/ui/hello", lambda request: PlainTextResponse("hello"))
-    with EmbeddedServer(tmp_path / "data", extra_routes=[ui], limits=Limits(header_timeout=5)) as server:
+    def ui_routes(server):  # built once the server's store and auth exist, as the web UI's are
+        return [Route("/ui/hello", lambda request: PlainTextResponse(f"hello {server.access_key}"))]
+
+    with EmbeddedServer(tmp_path / "data", access_key="KEY", secret_key="secret", extra_routes=ui_routes) as server:
         page = requests.get(f"{server.api_url}/ui/hello", timeout=5)
-        assert page.text == "hello" and page.headers["Connection"] == "close"
+        assert page.text == "hello KEY" and page.headers["Connection"] == "close"
         assert requests.get(f"{server.api_url}/tasks.get_all", timeout=5).json()["meta"]["result_code"] == 401
         other = requests.get(f"{server.api_url}/elsewhere", timeout=5)
         assert other.status_code == 401 and other.json()["data"] == {}
