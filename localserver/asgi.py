@@ -31,7 +31,7 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 
 from . import api
 from .api import ENDPOINTS
-from .auth import LoginThrottled
+from .auth import WRONG_KEYS_SUBCODE, LoginThrottled
 from .errors import ApiError, bad_request
 from .files import CHUNK, MultipartUpload, content_type
 from .limits import MB
@@ -227,8 +227,9 @@ async def _login(server, request: Request, authorization: str | None, version, q
     server.login_throttle.check(address)
     try:
         server.auth.check_credentials(authorization)
-    except ApiError:
-        server.login_throttle.failed(address)
+    except ApiError as exc:
+        if exc.subcode == WRONG_KEYS_SUBCODE:
+            server.login_throttle.failed(address)
         raise
     raw = await _read_body(request, server.limits.max_json_body, server.limits.body_timeout)
     body = await run_in_threadpool(_request_body, "auth.login", raw, query)

@@ -19,6 +19,7 @@ API_VERSION = "2.31"
 DEFAULT_EXPIRATION_SEC = 30 * 24 * 3600
 MAX_EXPIRATION_SEC = DEFAULT_EXPIRATION_SEC
 USER_ID = "local-user"
+WRONG_KEYS_SUBCODE = 21  # a guess, counted by LoginThrottle (missing or malformed credentials are not)
 
 
 def load_or_create_credentials(store: Store, access_key: str | None, secret_key: str | None) -> tuple[str, str]:
@@ -56,7 +57,7 @@ class TokenAuthority:
         valid_access = hmac.compare_digest(access_key.encode(), self.access_key.encode())
         valid_secret = hmac.compare_digest(secret_key.encode(), self.secret_key.encode())
         if not (valid_access and valid_secret):
-            raise unauthorized("Invalid access key or secret key", subcode=21)
+            raise unauthorized("Invalid access key or secret key", subcode=WRONG_KEYS_SUBCODE)
 
     def issue(self, expiration_sec=None) -> str:
         """A token valid for ``expiration_sec`` (default 30 days, clamped to 30 days as the real server clamps)."""

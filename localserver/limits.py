@@ -61,8 +61,8 @@ _HELP = {
     "max_json_body_mb": "largest API request body in MiB, answered 413 beyond (the SDK splits "
     "events.add_batch at 15 MiB)",
     "max_upload_mb": "largest fileserver upload (the whole multipart body) in MiB, answered 413 beyond",
-    "login_failures_per_minute": "failed auth.login attempts per client address and minute; beyond it logins "
-    "from that address are answered 429 with Retry-After until the allowance refills",
+    "login_failures_per_minute": "auth.login attempts with wrong keys per client address and minute; beyond it "
+    "logins from that address are answered 429 with Retry-After until the allowance refills",
 }
 
 
