@@ -19,7 +19,8 @@ def _queue_entries(ctx: Context, queue_ids) -> list[dict]:
     for queue_id in id_list(queue_ids):
         queue = ctx.store.get("queues", queue_id)
         if queue:
-            entries.append({"id": queue_id, "name": queue["name"], "num_tasks": len(ctx.store.queue_entries(queue_id))})
+            num_tasks = ctx.store.count_queue_entries(queue_id)
+            entries.append({"id": queue_id, "name": queue["name"], "num_tasks": num_tasks})
     return entries
 
 
@@ -50,12 +51,12 @@ def status_report(ctx: Context, body: dict) -> dict:
     return {}
 
 
-@endpoint("workers.get_all")
+@endpoint("workers.get_all", read_only=True)
 def get_all(ctx: Context, body: dict) -> dict:
     return {"workers": ctx.store.scan("workers")}
 
 
-@endpoint("workers.get_runtime_properties")
+@endpoint("workers.get_runtime_properties", read_only=True)
 def get_runtime_properties(ctx: Context, body: dict) -> dict:
     return {"runtime_properties": []}
 
@@ -65,6 +66,6 @@ def set_runtime_properties(ctx: Context, body: dict) -> dict:
     return {"added": [], "removed": [], "errors": []}
 
 
-@endpoint("workers.get_activity_report", "workers.get_stats")
+@endpoint("workers.get_activity_report", "workers.get_stats", read_only=True)
 def get_activity_report(ctx: Context, body: dict) -> dict:
     return {"workers": [], "total": [], "active": []}
