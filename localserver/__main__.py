@@ -27,7 +27,7 @@ def _keys(args) -> tuple[str | None, str | None]:
 def serve(args) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     access_key, secret_key = _keys(args)
-    server = LocalServer(args.data_dir, args.host, args.port, access_key, secret_key)
+    server = LocalServer(args.data_dir, args.host, args.port, access_key, secret_key, args.task_timeout)
     # SIGTERM stops cleanly; every acknowledged write is already committed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if args.ready_file:
@@ -74,6 +74,12 @@ def main(argv=None) -> None:
     serve_parser = commands.choices["serve"]
     serve_parser.add_argument("--ready-file", help="write {port, pid, keys} here once listening")
     serve_parser.add_argument("--log-level", default="info")
+    serve_parser.add_argument(
+        "--task-timeout",
+        type=float,
+        help="seconds without a sign of life after which an in_progress task is marked failed "
+        "(default: LOCALSERVER_TASK_TIMEOUT_SEC, else 7200, as clearml-server)",
+    )
     commands.choices["config"].add_argument("--write", metavar="CLEARML_CONF", help="also write a clearml.conf")
     args = parser.parse_args(argv)
     args.func(args)

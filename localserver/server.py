@@ -24,6 +24,7 @@ from .clientconfig import client_env, write_client_config
 from .files import FileStore
 from .httpd import LocalHTTPServer
 from .store import Store
+from .watchdog import Watchdog, timeout_from_env
 
 log = logging.getLogger("localserver")
 
@@ -38,6 +39,7 @@ class LocalServer:
         port: int = 0,
         access_key: str | None = None,
         secret_key: str | None = None,
+        task_timeout_sec: float | None = None,
     ):
         load_services()
         self.data_dir = Path(data_dir).resolve()
@@ -49,6 +51,7 @@ class LocalServer:
         self._ensure_default_queue()
         self.httpd = LocalHTTPServer((host, port), self)
         self.host, self.port = self.httpd.server_address[:2]
+        self.watchdog = Watchdog(self, task_timeout_sec or timeout_from_env())
 
     def _ensure_default_queue(self) -> None:
         with self.store.transaction():
@@ -69,9 +72,11 @@ class LocalServer:
         return self.api_url
 
     def serve_forever(self) -> None:
+        self.watchdog.start()
         self.httpd.serve_forever(poll_interval=0.2)
 
     def close(self) -> None:
+        self.watchdog.stop()
         self.httpd.server_close()
         self.store.close()
 

@@ -189,12 +189,12 @@ for _name, _status in (
 
 @endpoint("tasks.stop")
 def stop(ctx: Context, body: dict) -> dict:
-    """A task in progress on an agent (not a local ``development`` run) keeps running with the status message
-    "stopping" until the agent, which watches for it, kills the process and reports ``tasks.stopped``; a local
-    run, a task not in progress, or ``force`` stops at once."""
+    """A task in progress on a worker (an agent whose status reports name it) keeps running with the status
+    message "stopping" until the agent, which watches for it, kills the process and reports ``tasks.stopped``;
+    a local run, a task not in progress, or ``force`` stops at once."""
     doc = get_task(ctx, require(body, "task"))
-    run_by_agent = doc.get("last_worker") and "development" not in (doc.get("system_tags") or [])
-    if doc["status"] == "in_progress" and run_by_agent and not body.get("force"):
+    run_by_worker = any((worker.get("task") or {}).get("id") == doc["id"] for worker in ctx.store.scan("workers"))
+    if doc["status"] == "in_progress" and run_by_worker and not body.get("force"):
         fields = {"status_message": "stopping", "status_reason": body.get("status_reason") or "stop request"}
         doc.update(fields)
         save(ctx, doc)

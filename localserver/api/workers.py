@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import Context, endpoint, id_list, now, require
+from . import tasks as tasks_api
 
 
 def _worker(ctx: Context, worker_id: str) -> dict:
@@ -45,6 +46,8 @@ def status_report(ctx: Context, body: dict) -> dict:
     doc.update(last_activity_time=stamp, last_report_time=stamp)
     task = ctx.store.get("tasks", body.get("task") or "")
     doc["task"] = {"id": task["id"], "name": task["name"]} if task else None
+    if task and task.get("status") == "in_progress":
+        tasks_api.save(ctx, task, changed=False)  # the worker runs it: a sign of life for the watchdog
     if body.get("queues") is not None:
         doc["queues"] = _queue_entries(ctx, body["queues"])
     ctx.store.put("workers", doc)
