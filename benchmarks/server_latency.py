@@ -1,44 +1,152 @@
-"""Latency of the embedded ClearML server and the wall time of SDK flows (a)+(b) against it.
+"""Latency of the embedded ClearML server at scale, before and after, in one run; and SDK flows (a)+(b).
 
-    .venv/bin/python benchmarks/server_latency.py [--requests 300]
+    .venv/bin/python benchmarks/server_latency.py [--tasks 10000 --models 200 --events 1000000]
+                                                  [--requests 100] [--before 9569a34] [--skip-flows]
 
-Starts ``python -m localserver serve`` on a free port in a temporary data dir, then measures p50/p95 of
-``tasks.get_by_id`` and ``queues.get_next_task`` (every call pops a real entry) with 1 and 4 concurrent client
-processes (one new HTTP connection per request, as the SDK's ``Connection: close`` exchanges do), and finally
-runs flow (a) (Task.init, scalars, artifact, OutputModel, publish, close) and flow (b) (two dataset versions,
-get, get_local_copy, list) with the real SDK in a subprocess. Goal from issue 2: p95 <= 20 ms on 2 cores.
+For each server ("before": the code at commit ``--before``, extracted with ``git archive``; "after": this tree)
+a data dir is seeded in bulk through that code's own ``Store`` (tasks in 20 projects with mixed statuses, tags
+and names, models, scalar events spread over 100 tasks, and one queue entry per get_next_task call), then
+``python -m localserver serve`` is started from that code and measured with 1 and 16 concurrent client
+processes (a new connection per request, as the SDK's ``Connection: close`` exchanges do):
+- ``tasks.get_all``: project + status filter, ``order_by -last_update``, first page of 50, a few fields;
+- ``events.scalar_metrics_iter_histogram`` of a task with 10,000 points;
+- ``tasks.get_by_id`` and ``queues.get_next_task`` (every call pops a real entry) at 16 clients;
+- peak server memory growth while an unauthenticated client sends a 1 GB chunked body (psutil).
+Goals (issue 13): get_all p95 <= 20 ms, histogram p95 <= 50 ms (1 and 16 clients), get_by_id/get_next_task
+p95 <= 20 ms at 16 clients, memory <= +50 MB. Finally flows (a)+(b) run with the real SDK against "after".
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
+import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from localserver import start_server_process  # noqa: E402
 
+PROJECTS = 20
+EVENT_TASKS = 100
+PAGE_SIZE = 50
+BODY_BYTES = 1 << 30
 
-def login(api_url: str, access_key: str, secret_key: str) -> str:
-    response = requests.get(f"{api_url}/auth.login", auth=(access_key, secret_key), timeout=10)
-    return response.json()["data"]["token"]
+# Runs with PYTHONPATH at the server's code: seeds through that code's Store (its schema, its columns).
+SEED = r"""
+import json, random, sys
+from datetime import datetime, timedelta, timezone
+from localserver.store import Store
+
+data_dir, tasks, models, events, queue_entries = sys.argv[1], *map(int, sys.argv[2:6])
+rng = random.Random(13)
+store = Store(__import__("pathlib").Path(data_dir) / "localserver.sqlite")
+base = datetime(2026, 1, 1, tzinfo=timezone.utc)
+stamp = lambda i: (base + timedelta(seconds=i * 37)).isoformat(timespec="microseconds")
+statuses = ["created", "queued", "in_progress", "completed", "failed", "stopped", "published"]
+projects = [f"project-{p:02d}" for p in range(20)]
+with store.transaction():
+    for p in projects:
+        store.put("projects", {"id": p, "name": p, "basename": p, "parent": None, "path": [], "description": "",
+                               "tags": [], "system_tags": [], "created": stamp(0), "last_update": stamp(0),
+                               "user": "local-user", "company": ""})
+    for i in range(tasks):
+        store.put("tasks", {
+            "id": f"task-{i:06d}", "name": f"train-{rng.choice(['resnet', 'vit', 'mlp'])}-{i}",
+            "type": rng.choice(["training", "data_processing", "controller"]), "status": rng.choice(statuses),
+            "status_reason": "", "status_message": "", "status_changed": stamp(i), "comment": "benchmark task",
+            "created": stamp(i), "started": stamp(i), "completed": None, "published": None,
+            "last_update": stamp(rng.randint(0, tasks)), "last_change": stamp(i), "last_iteration": 100,
+            "last_metrics": {"m": {"v": {"metric": "loss", "variant": "train", "value": 0.1}}}, "last_worker": None,
+            "active_duration": None, "project": projects[i % len(projects)], "parent": None, "user": "local-user",
+            "company": "", "tags": rng.sample(["a", "b", "c", "d"], 2), "system_tags": [],
+            "script": {"diff": "print('hello')\n" * 40, "entry_point": "train.py"},
+            "execution": {"queue": None, "parameters": {}, "artifacts": []}, "output": {"destination": None},
+            "hyperparams": {"General": {"lr": {"section": "General", "name": "lr", "value": "0.1"}}},
+            "configuration": {}, "runtime": {"version": "1.0.0"}, "models": {"input": [], "output": []},
+            "container": {}})
+    for i in range(models):
+        store.put("models", {"id": f"model-{i:04d}", "name": f"model-{i}", "uri": "file:///m.bin", "comment": "",
+                             "framework": "PyTorch", "design": {}, "labels": {}, "metadata": {}, "tags": [],
+                             "system_tags": [], "ready": i % 2 == 0, "task": f"task-{i:06d}", "parent": None,
+                             "project": projects[i % len(projects)], "iteration": None, "created": stamp(i),
+                             "last_update": stamp(i), "user": "local-user", "company": ""})
+    store.put("queues", {"id": "bench-queue", "name": "bench", "created": stamp(0), "last_update": stamp(0),
+                         "tags": [], "system_tags": [], "metadata": {}, "user": "local-user", "company": ""})
+    for i in range(queue_entries):
+        task_id = f"task-{i:06d}"
+        doc = store.get("tasks", task_id)
+        doc["status"] = "queued"
+        store.put("tasks", doc)
+        store.add_queue_entry("bench-queue", task_id, stamp(i))
+per_task = max(1, events // 100)
+variants = 4
+for t in range(100):
+    batch = [{"task": f"task-{t:06d}", "type": "training_stats_scalar", "metric": "loss", "variant": f"v{n % variants}",
+              "iter": n // variants, "value": (n % 97) / 97, "timestamp": 1700000000000 + n} for n in range(per_task)]
+    with store.transaction():
+        store.add_events(batch)
+store.close()
+"""
 
 
-def call(api_url: str, token: str, endpoint: str, **body) -> dict:
-    response = requests.post(
-        f"{api_url}/v2.23/{endpoint}", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30
+def extract(commit: str, target: Path) -> Path:
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", commit, "localserver"], capture_output=True, check=True
     )
-    response.raise_for_status()
-    return response.json()["data"]
+    target.mkdir(parents=True)
+    archive_path = target / "code.tar"
+    archive_path.write_bytes(archive.stdout)
+    with tarfile.open(archive_path) as tar:
+        tar.extractall(target, filter="data")
+    return target
+
+
+class Server:
+    """``python -m localserver serve`` from ``code_dir`` on a seeded data dir."""
+
+    def __init__(self, code_dir: Path, data_dir: Path):
+        ready = data_dir / "ready.json"
+        env = {**os.environ, "PYTHONPATH": str(code_dir)}
+        for key in ("CLEARML_API_ACCESS_KEY", "CLEARML_API_SECRET_KEY"):
+            env.pop(key, None)
+        command = [sys.executable, "-m", "localserver", "serve", "--data-dir", str(data_dir), "--port", "0"]
+        log = open(data_dir / "server.log", "ab")  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(
+            [*command, "--ready-file", str(ready)], env=env, cwd=code_dir, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server in {code_dir} did not start; see {data_dir / 'server.log'}")
+            time.sleep(0.05)
+        info = json.loads(ready.read_text())
+        self.port = info["port"]
+        self.api_url = f"http://127.0.0.1:{self.port}"
+        response = requests.get(f"{self.api_url}/auth.login", auth=(info["access_key"], info["secret_key"]), timeout=30)
+        self.token = response.json()["data"]["token"]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def client(args) -> list[float]:
@@ -46,27 +154,102 @@ def client(args) -> list[float]:
     latencies = []
     for _ in range(count):
         start = time.perf_counter()
-        response = requests.post(  # a fresh connection per request: the server closes each one
-            f"{api_url}/v2.23/{endpoint}", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        response = requests.post(
+            f"{api_url}/v2.23/{endpoint}", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60
         )
         latencies.append((time.perf_counter() - start) * 1000)
         if response.status_code != 200:
-            raise RuntimeError(f"{endpoint}: {response.status_code} {response.text}")
+            raise RuntimeError(f"{endpoint}: {response.status_code} {response.text[:300]}")
     return latencies
 
 
-def measure(api_url, token, endpoint, body, clients: int, per_client: int) -> list[float]:
-    with multiprocessing.get_context("spawn").Pool(clients) as pool:
-        results = pool.map(client, [(api_url, token, endpoint, body, per_client)] * clients)
+def measure(pool_context, server: Server, endpoint: str, body: dict, clients: int, per_client: int) -> list[float]:
+    with pool_context.Pool(clients) as pool:
+        results = pool.map(client, [(server.api_url, server.token, endpoint, body, per_client)] * clients)
     return [latency for latencies in results for latency in latencies]
 
 
-def percentile(values: list[float], q: float) -> float:
+def unauthenticated_body_growth(server: Server) -> float:
+    """Peak RSS growth (MB) of the server while a client without credentials streams 1 GB chunked."""
+    process = psutil.Process(server.process.pid)
+    baseline = process.memory_info().rss
+    peak = baseline
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            try:
+                peak = max(peak, process.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    chunk = b"x" * (1 << 20)
+    frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(b"POST /v2.23/tasks.get_all HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for _ in range(BODY_BYTES // len(chunk)):
+                sock.sendall(frame)
+            sock.sendall(b"0\r\n\r\n")
+            sock.recv(1024)
+    except OSError:
+        pass  # the server may answer and close before the body is sent: what it should do
+    time.sleep(0.5)
+    done.set()
+    sampler.join()
+    return (peak - baseline) / 1e6
+
+
+def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
+def run_server(label: str, code_dir: Path, work: Path, args, rows: dict) -> None:
+    data_dir = work / label
+    data_dir.mkdir()
+    queue_entries = 16 * args.requests
+    start = time.perf_counter()
+    seed_args = [str(data_dir), str(args.tasks), str(args.models), str(args.events), str(queue_entries)]
+    subprocess.run(
+        [sys.executable, "-c", SEED, *seed_args],
+        env={**os.environ, "PYTHONPATH": str(code_dir)},
+        cwd=code_dir,
+        check=True,
+    )
+    print(f"{label}: seeded in {time.perf_counter() - start:.0f} s", flush=True)
+    server = Server(code_dir, data_dir)
+    pool_context = multiprocessing.get_context("spawn")
+    get_all = {
+        "project": ["project-03"],
+        "status": ["completed", "failed", "stopped"],
+        "order_by": ["-last_update"],
+        "page": 0,
+        "page_size": PAGE_SIZE,
+        "only_fields": ["id", "name", "status", "last_update", "tags"],
+    }
+    histogram = {"task": "task-000007"}
+    try:
+        for name, endpoint, body, client_counts in (
+            ("tasks.get_all", "tasks.get_all", get_all, (1, 16)),
+            ("scalar_iter_histogram", "events.scalar_metrics_iter_histogram", histogram, (1, 16)),
+            ("tasks.get_by_id", "tasks.get_by_id", {"task": "task-000042"}, (16,)),
+            ("queues.get_next_task", "queues.get_next_task", {"queue": "bench-queue"}, (16,)),
+        ):
+            for clients in client_counts:
+                latencies = measure(pool_context, server, endpoint, body, clients, args.requests)
+                rows.setdefault((name, clients), {})[label] = percentile(latencies, 95)
+                print(f"  {label} {name} x{clients}: p95 {rows[(name, clients)][label]:.1f} ms", flush=True)
+        rows.setdefault(("unauth 1 GB body: +MB", 1), {})[label] = unauthenticated_body_growth(server)
+    finally:
+        server.stop()
+
+
 FLOWS = """
-import os, pathlib, tempfile
+import pathlib, tempfile
 from clearml import Dataset, OutputModel, Task
 
 work = pathlib.Path(tempfile.mkdtemp())
@@ -80,7 +263,6 @@ model = OutputModel(task=task, name="bench-model", framework="PyTorch", tags=["p
 model.update_weights(str(work / "model.bin"))
 model.publish()
 task.close()
-
 parent = None
 for version in (1, 2):
     folder = work / f"v{version}"
@@ -95,47 +277,50 @@ for version in (1, 2):
 latest = Dataset.get(dataset_project="bench", dataset_name="bench-data", only_completed=True)
 assert latest.id == parent
 assert len(list(pathlib.Path(latest.get_local_copy()).rglob("*.txt"))) == 2
-assert len(Dataset.list_datasets(dataset_project="bench", partial_name="bench-data")) == 2
 """
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=300, help="requests per client per measurement")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="server-latency-"))
-    server = start_server_process(work / "server", port=0)
+def run_flows(work: Path) -> None:
+    server = start_server_process(work / "flows-server", port=0)
     try:
-        token = login(server.api_url, server.access_key, server.secret_key)
-        task_id = call(server.api_url, token, "tasks.create", name="bench", type="training")["id"]
-        call(server.api_url, token, "tasks.edit", task=task_id, hyperparams={"General": {"lr": {"value": "1"}}})
-        print(f"cpus: {os.cpu_count()}  requests per client: {args.requests}")
-        print(f"{'endpoint':<24}{'clients':>8}{'requests':>10}{'p50 ms':>9}{'p95 ms':>9}")
-        for clients in (1, 4):
-            queue_id = call(server.api_url, token, "queues.create", name=f"bench-{clients}")["id"]
-            for index in range(clients * args.requests):
-                popped = call(server.api_url, token, "tasks.create", name=f"q{index}", type="training")["id"]
-                call(server.api_url, token, "tasks.enqueue", task=popped, queue=queue_id)
-            for endpoint, body in (
-                ("tasks.get_by_id", {"task": task_id}),
-                ("queues.get_next_task", {"queue": queue_id}),
-            ):
-                latencies = measure(server.api_url, token, endpoint, body, clients, args.requests)
-                p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
-                print(f"{endpoint:<24}{clients:>8}{len(latencies):>10}{p50:>9.2f}{p95:>9.2f}")
-            assert call(server.api_url, token, "queues.get_num_entries", queue=queue_id)["num"] == 0
-
         flows = work / "flows.py"
         flows.write_text(FLOWS)
         env = {**os.environ, **server.client_env(), "HOME": str(work / "home"), "CLEARML_TASK_NO_REUSE": "1"}
         start = time.perf_counter()
         result = subprocess.run([sys.executable, str(flows)], env=env, capture_output=True, text=True, timeout=600)
-        wall = time.perf_counter() - start
         if result.returncode != 0:
             raise SystemExit(f"flows failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-        print(f"flows (a)+(b) wall time: {wall:.1f} s (one process: Python start, SDK, exit)")
+        print(f"flows (a)+(b) wall time: {time.perf_counter() - start:.1f} s (one process: Python start, SDK, exit)")
     finally:
         server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=10000)
+    parser.add_argument("--models", type=int, default=200)
+    parser.add_argument("--events", type=int, default=1_000_000, help="scalar events, over 100 tasks")
+    parser.add_argument("--requests", type=int, default=100, help="requests per client per measurement")
+    parser.add_argument("--before", default="9569a34", help="commit of the 'before' server")
+    parser.add_argument("--skip-flows", action="store_true", help="only the latency table")
+    args = parser.parse_args()
+    if args.tasks < 16 * args.requests + 100:
+        parser.error("--tasks must cover the queue entries (16 x --requests) and the 100 event tasks")
+    work = Path(tempfile.mkdtemp(prefix="server-latency-"))
+    rows: dict = {}
+    print(f"cpus: {os.cpu_count()}  tasks {args.tasks}  models {args.models}  events {args.events}")
+    run_server("before", extract(args.before, work / "before-code"), work, args, rows)
+    run_server("after", ROOT, work, args, rows)
+    print(f"\n{'measure':<26}{'clients':>8}{'before p95 ms':>15}{'after p95 ms':>14}{'goal':>8}")
+    goals = {"tasks.get_all": 20, "scalar_iter_histogram": 50, "tasks.get_by_id": 20, "queues.get_next_task": 20}
+    for (name, clients), values in rows.items():
+        goal = goals.get(name, 50)
+        print(
+            f"{name:<26}{clients:>8}{values.get('before', float('nan')):>15.1f}"
+            f"{values.get('after', float('nan')):>14.1f}{goal:>8}"
+        )
+    if not args.skip_flows:
+        run_flows(work)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,9 @@ def serve(args) -> None:
     access_key, secret_key = _keys(args)
     try:
         limits = Limits.from_args(args)
-        server = LocalServer(args.data_dir, args.host, args.port, access_key, secret_key, limits=limits)
+        server = LocalServer(
+            args.data_dir, args.host, args.port, access_key, secret_key, args.task_timeout, limits=limits
+        )
     except OSError as exc:  # e.g. the port is in use
         raise SystemExit(f"localserver: cannot start on {args.host}:{args.port}: {exc}") from None
     # SIGTERM stops cleanly (uvicorn finishes the requests in flight, then raises it again here); every
@@ -95,6 +97,12 @@ def main(argv=None) -> None:
     serve_parser = commands.choices["serve"]
     serve_parser.add_argument("--ready-file", help="write {port, pid, keys} here (0600) once listening")
     serve_parser.add_argument("--log-level", default="info")
+    serve_parser.add_argument(
+        "--task-timeout",
+        type=float,
+        help="seconds without a sign of life after which an in_progress task is marked failed "
+        "(default: LOCALSERVER_TASK_TIMEOUT_SEC, else 7200, as clearml-server)",
+    )
     Limits.add_arguments(serve_parser)
     commands.choices["config"].add_argument("--write", metavar="CLEARML_CONF", help="also write a clearml.conf")
     args = parser.parse_args(argv)

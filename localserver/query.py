@@ -4,21 +4,73 @@ The semantics follow what the ClearML SDK sends (see docs in ``shared/notes/clea
 - list fields: a value or list of values; the document matches any of them. Tag fields understand the operators
   ``__$all`` / ``__$any`` (for the values that follow), ``__$not`` and a ``-`` prefix (exclusion); ``None`` is
   ignored; an empty list does not filter.
-- pattern fields: case-insensitive regular-expression search.
+- pattern fields: case-insensitive regular-expression search, within the safe subset of :func:`compile_pattern`.
+- ``search_text``: a case-insensitive substring (not a pattern) of any of the entity's text fields.
 - datetime fields: ``">ts"``, ``">=ts"``, ``"<ts"``, ``"<=ts"`` (a list is ANDed); a two-item list without
   prefixes is an inclusive range.
 - range fields: ``[min, max]`` with ``None`` for an open end.
 - ``_or_`` / ``_any_`` / ``_all_``: ``{"fields": [...], "pattern": str | "datetime": str | list}``.
-- keys the entity does not know are ignored (the SDK sends ``method``, ``task_types``, ...).
+- request options (paging, projection, ``search_hidden``, and keys the SDK adds such as ``method`` and
+  ``task_types``) are not filters; any other key, and an ``order_by`` or ``only_fields`` path outside the
+  entity's document, is refused with 400/12 "Validation error (invalid <entity> field)", as clearml-server
+  answers for an invalid field path.
+
+:func:`select` runs a request against the store: the filters, order and page that map onto the store's query
+columns run in SQL; what SQL cannot express is matched here, on the already narrowed rows.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+import re._constants as sre_constants
+import re._parser as sre_parser
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from .errors import ApiError, bad_request
+
 MISSING = object()
+
+# Client patterns run with Python's `re`, which backtracks and holds the GIL for a whole match, so a pattern
+# such as ``^(a+)+$`` could stall every thread of the server. Only a safe subset is accepted: at most
+# MAX_PATTERN_LENGTH characters, no backreferences, no quantifier or alternation inside a quantified group (the
+# constructs that backtrack exponentially), and at most MAX_QUANTIFIERS quantifiers (``*``, ``+``, ``{m,n}``)
+# once redundant leading/trailing ``.*`` are dropped, so one match costs at most O(n^2) in the subject length;
+# subjects are matched on their first MAX_PATTERN_SUBJECT characters (a few ms at worst), and one request's
+# matching stops with a 400 after MATCH_BUDGET_SEC. Matching never runs under the store's write lock.
+MAX_PATTERN_LENGTH = 256
+MAX_QUANTIFIERS = 1
+MAX_PATTERN_SUBJECT = 1024
+MATCH_BUDGET_SEC = 1.0
+MAX_SEARCH_TEXT = 256
+
+# Keys of a get_all request that are options, not filters: the API's own and those the SDK and agent add.
+REQUEST_OPTIONS = frozenset(
+    {
+        "only_fields",
+        "order_by",
+        "page",
+        "page_size",
+        "size",
+        "scroll_id",
+        "refresh_scroll",
+        "search_text",
+        "search_hidden",
+        "shallow_search",
+        "include_subprojects",
+        "include_stats",
+        "allow_public",
+        "max_task_entries",
+        "method",
+        "task_types",
+        "_allow_extra_fields_",
+        "_or_",
+        "_any_",
+        "_all_",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -31,6 +83,11 @@ class QuerySpec:
     plain_fields: frozenset = frozenset()
     # Dotted keys under these prefixes are matched as list fields (e.g. ``hyperparams.General.lr.value``).
     dotted_prefixes: tuple = field(default=())
+    # The top-level fields of the entity's documents (paths in filters, order_by and only_fields must start
+    # with one of them), its name in error messages, and the text fields ``search_text`` looks in.
+    document_fields: frozenset = frozenset()
+    entity: str = "document"
+    search_fields: tuple = ("id", "name")
 
 
 def get_path(doc, path: str):
@@ -63,9 +120,8 @@ def _as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def match_list(doc_value, wanted) -> bool:
-    """Tag-style matching of ``wanted`` against a scalar or list document value."""
-    have = set(map(_hashable, _as_list(doc_value)))
+def split_operators(wanted) -> tuple[list, list, list]:
+    """``(any_of, all_of, none_of)`` of a list-field filter with the tag operators applied."""
     any_of, all_of, none_of = [], [], []
     mode, negate_next = any_of, False
     for item in _as_list(wanted):
@@ -84,6 +140,13 @@ def match_list(doc_value, wanted) -> bool:
             none_of.append(item[1:])
         else:
             mode.append(item)
+    return any_of, all_of, none_of
+
+
+def match_list(doc_value, wanted) -> bool:
+    """Tag-style matching of ``wanted`` against a scalar or list document value."""
+    have = set(map(_hashable, _as_list(doc_value)))
+    any_of, all_of, none_of = split_operators(wanted)
     if any(_hashable(v) in have for v in none_of):
         return False
     if not all(_hashable(v) in have for v in all_of):
@@ -95,16 +158,90 @@ def _hashable(value):
     return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
 
 
+@functools.lru_cache(maxsize=512)
+def compile_pattern(pattern: str):
+    """A compiled case-insensitive pattern within the safe subset (see MAX_QUANTIFIERS); 400 outside it. An
+    invalid regular expression is matched as a plain substring, as before."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise bad_request(f"pattern longer than {MAX_PATTERN_LENGTH} characters")
+    stripped = _strip_redundant_wildcards(pattern)
+    try:
+        tree = sre_parser.parse(stripped, re.IGNORECASE)
+    except (re.error, RecursionError, OverflowError):
+        return None
+    quantifiers = _check_safe(list(tree), inside_repeat=False)
+    if quantifiers > MAX_QUANTIFIERS:
+        raise bad_request(f"pattern {pattern!r} has more than {MAX_QUANTIFIERS} quantifier (*, +, {{m,n}})")
+    return re.compile(stripped, re.IGNORECASE)
+
+
+def _strip_redundant_wildcards(pattern: str) -> str:
+    # A search for ".*x.*" finds what a search for "x" finds.
+    for prefix in ("^.*", ".*"):
+        if pattern.startswith(prefix) and not pattern[len(prefix) :].startswith(("?", "+", "*")):
+            pattern = pattern[len(prefix) :]
+            break
+    if pattern.endswith(".*"):
+        body = pattern[:-2]
+        escapes = len(body) - len(body.rstrip("\\"))
+        if escapes % 2 == 0:
+            pattern = body
+    return pattern
+
+
+_REPEATS = {sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, getattr(sre_constants, "POSSESSIVE_REPEAT", None)}
+
+
+def _check_safe(items, inside_repeat: bool) -> int:
+    """The number of quantifiers in ``items``; raises 400 on a construct that can backtrack exponentially."""
+    count = 0
+    for op, arg in items:
+        if op in _REPEATS:
+            low, high, sub = arg
+            if high > 1:
+                if inside_repeat:
+                    raise bad_request("pattern has a quantifier inside a quantified group (catastrophic backtracking)")
+                count += 1
+            count += _check_safe(list(sub), inside_repeat or high > 1)
+        elif op is sre_constants.BRANCH:
+            if inside_repeat:
+                raise bad_request("pattern has an alternation inside a quantified group (catastrophic backtracking)")
+            count += sum(_check_safe(list(alternative), inside_repeat) for alternative in arg[1])
+        elif op is sre_constants.SUBPATTERN:
+            count += _check_safe(list(arg[3]), inside_repeat)
+        elif op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+            count += _check_safe(list(arg[1]), inside_repeat)
+        elif op is getattr(sre_constants, "ATOMIC_GROUP", None):
+            count += _check_safe(list(arg), inside_repeat)
+        elif op in (sre_constants.GROUPREF, sre_constants.GROUPREF_EXISTS, sre_constants.GROUPREF_IGNORE):
+            raise bad_request("pattern has a backreference")
+    return count
+
+
 def match_pattern(doc_value, pattern) -> bool:
     if pattern is None:
         return True
     if doc_value is MISSING or doc_value is None:
         return False
-    patterns = pattern if isinstance(pattern, list) else [pattern]
-    try:
-        return any(re.search(str(p), str(doc_value), re.IGNORECASE) for p in patterns if p is not None)
-    except re.error:
-        return any(str(p) in str(doc_value) for p in patterns)
+    subject = str(doc_value)[:MAX_PATTERN_SUBJECT]
+    for item in pattern if isinstance(pattern, list) else [pattern]:
+        if item is None:
+            continue
+        compiled = compile_pattern(str(item))
+        if compiled.search(subject) is not None if compiled is not None else str(item) in subject:
+            return True
+    return False
+
+
+def match_search_text(doc: dict, text, spec: QuerySpec) -> bool:
+    """``search_text``: a case-insensitive substring of one of the entity's text fields, never a pattern."""
+    if not isinstance(text, str) or not text:
+        return True
+    needle = text.casefold()
+    return any(
+        isinstance(value, str) and needle in value.casefold()
+        for value in (get_path(doc, name) for name in spec.search_fields)
+    )
 
 
 _DATETIME_OPS = (
@@ -191,6 +328,10 @@ def _match_multi(doc, operator: str, clause, spec: QuerySpec) -> bool:
 
 def matches(doc: dict, query: dict, spec: QuerySpec) -> bool:
     for key, wanted in query.items():
+        if key == "search_text":
+            if not match_search_text(doc, wanted, spec):
+                return False
+            continue
         if key in ("_or_", "_any_", "_all_"):
             if not _match_multi(doc, key, wanted, spec):
                 return False
@@ -279,16 +420,170 @@ def order(docs: list[dict], order_by) -> list[dict]:
     return docs
 
 
-def page(docs: list, request: dict) -> list:
+def _page_window(request: dict) -> tuple[int, int] | None:
+    """``(offset, size)`` of the requested page, or None for everything."""
     size = request.get("page_size") or request.get("size")
-    if not isinstance(size, int) or size <= 0:
-        return docs
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        return None
     number = request.get("page") if isinstance(request.get("page"), int) else 0
-    start = max(number, 0) * size
-    return docs[start : start + size]
+    return max(number, 0) * size, size
+
+
+def page(docs: list, request: dict) -> list:
+    window = _page_window(request)
+    return docs if window is None else docs[window[0] : window[0] + window[1]]
 
 
 def run_query(docs: list[dict], request: dict, spec: QuerySpec) -> list[dict]:
-    selected = [d for d in docs if matches(d, request, spec)]
+    deadline = time.monotonic() + MATCH_BUDGET_SEC
+    selected = []
+    for index, doc in enumerate(docs):
+        if index % 64 == 63 and time.monotonic() > deadline and _has_patterns(request, spec):
+            raise _too_expensive()
+        if matches(doc, request, spec):
+            selected.append(doc)
     selected = page(order(selected, request.get("order_by")), request)
     return [project(d, request.get("only_fields")) for d in selected]
+
+
+def _has_patterns(request: dict, spec: QuerySpec) -> bool:
+    return any(key in spec.pattern_fields or key in ("_or_", "_any_", "_all_") for key in request)
+
+
+def _too_expensive() -> ApiError:
+    return bad_request(f"pattern matching took longer than {MATCH_BUDGET_SEC} s; narrow the query")
+
+
+# validation
+def validate(request: dict, spec: QuerySpec) -> None:
+    """400/12 for a filter key, ``order_by`` or ``only_fields`` path outside the entity's documents."""
+    if not spec.document_fields:
+        return
+    paths = [key for key in request if key not in REQUEST_OPTIONS]
+    paths += [k.lstrip("-+") for k in _as_list(request.get("order_by")) if isinstance(k, str) and k.strip("-+")]
+    paths += [f.lstrip("-") for f in _as_list(request.get("only_fields")) if isinstance(f, str) and f.strip("-")]
+    known = spec.document_fields | spec.list_fields | spec.tag_fields | spec.pattern_fields | {"id"}
+    known |= spec.datetime_fields | spec.range_fields | spec.plain_fields | set(spec.dotted_prefixes)
+    for path in paths:
+        if path not in known and path.split(".")[0] not in known:
+            raise ApiError(400, 12, f"Validation error (invalid {spec.entity} field): path={path}")
+    text = request.get("search_text")
+    if text is not None and (not isinstance(text, str) or len(text) > MAX_SEARCH_TEXT):
+        raise bad_request(f"search_text must be a string of at most {MAX_SEARCH_TEXT} characters")
+
+
+# SQL: filters, order and page on the store's query columns (localserver.store.COLUMNS)
+HIDDEN_SQL = "NOT EXISTS (SELECT 1 FROM json_each(system_tags) WHERE value = 'hidden')"
+
+
+@dataclass
+class _Plan:
+    clauses: list = field(default_factory=list)
+    params: list = field(default_factory=list)
+    exact: bool = True  # SQL plus column_patterns decide every filter: order and page can follow SQL
+    column_patterns: list = field(default_factory=list)  # (column, pattern) matched on the column value
+
+
+def _plan(request: dict, spec: QuerySpec, scalar_columns, list_columns) -> _Plan:
+    plan = _Plan()
+    for key, wanted in request.items():
+        if key in REQUEST_OPTIONS and key not in ("_or_", "_any_", "_all_", "search_text"):
+            continue
+        if wanted is None or (isinstance(wanted, list) and not wanted):
+            continue
+        if key in spec.tag_fields and key in list_columns:
+            sql = _list_sql(key, wanted, scalar=False)
+        elif key in spec.list_fields and (key == "id" or key in scalar_columns):
+            sql = _list_sql(key, wanted, scalar=True)
+        elif key in spec.pattern_fields and key in scalar_columns:
+            plan.column_patterns.append((key, wanted))
+            continue
+        else:
+            sql = None
+        if sql is None:
+            plan.exact = False
+        else:
+            plan.clauses.append(sql[0])
+            plan.params.extend(sql[1])
+    return plan
+
+
+def _list_sql(column: str, wanted, scalar: bool) -> tuple[str, list] | None:
+    any_of, all_of, none_of = split_operators(wanted)
+    if not all(isinstance(v, str) for v in (*any_of, *all_of, *none_of)):
+        return None  # numbers and other values compare as in Mongo only in Python
+
+    def contains(values: list) -> str:
+        marks = ", ".join("?" * len(values))
+        if scalar:
+            return f"{column} IN ({marks})"
+        return f"EXISTS (SELECT 1 FROM json_each({column}) WHERE value IN ({marks}))"
+
+    clauses, params = [], []
+    if none_of:
+        clauses.append(f"({column} IS NULL OR NOT {contains(none_of)})" if scalar else f"NOT {contains(none_of)}")
+        params.extend(none_of)
+    for value in all_of:
+        clauses.append(contains([value]))
+        params.append(value)
+    if any_of:
+        clauses.append(contains(any_of))
+        params.extend(any_of)
+    return (" AND ".join(clauses) or "1", params)
+
+
+def _order_sql(order_by, sortable) -> str | None:
+    """ORDER BY terms when every key is a query column (NULL < numbers < text, as Mongo); None otherwise."""
+    terms = []
+    for key in _as_list(order_by):
+        if not isinstance(key, str) or not key.strip("-+"):
+            continue
+        path = key.lstrip("-+")
+        if path != "id" and path not in sortable:
+            return None
+        terms.append(f"{path} DESC" if key.startswith("-") else path)
+    return ", ".join(terms)
+
+
+def select(store, entity: str, request: dict, spec: QuerySpec, hide_hidden: bool = True, decorate=None) -> list:
+    """Run a get_all ``request`` on ``entity``: SQL narrows (and, when it decides everything, orders and pages)
+    before any document is decoded; Python matches the rest on the narrowed rows. Documents with the ``hidden``
+    system tag are listed only when asked for by id or with ``search_hidden`` (when ``hide_hidden``).
+    ``decorate(doc)`` adds computed fields (e.g. queue entries) before the projection."""
+    from .store import JSON_COLUMNS, SCALAR_COLUMNS
+
+    validate(request, spec)
+    plan = _plan(request, spec, SCALAR_COLUMNS, JSON_COLUMNS)
+    if hide_hidden and not request.get("search_hidden") and not [i for i in _as_list(request.get("id")) if i]:
+        plan.clauses.append(HIDDEN_SQL)
+    where = " AND ".join(plan.clauses)
+    order_sql = _order_sql(request.get("order_by"), SCALAR_COLUMNS)
+    window = _page_window(request)
+    in_sql = plan.exact and order_sql is not None
+    if plan.column_patterns:
+        columns = [column for column, _ in plan.column_patterns]
+        rows = store.column_rows(entity, columns, where, plan.params, order_sql if in_sql else "")
+        rowids = _match_rows(rows, plan.column_patterns)
+        if in_sql and window is not None:
+            rowids = rowids[window[0] : window[0] + window[1]]
+        docs = store.by_rowids(entity, rowids)
+    elif in_sql and window is not None:
+        docs = store.select(entity, where, plan.params, order_sql, limit=window[1], offset=window[0])
+    else:
+        docs = store.select(entity, where, plan.params, order_sql if in_sql else "")
+    if decorate is not None:
+        docs = [decorate(doc) for doc in docs]
+    if in_sql:
+        return [project(doc, request.get("only_fields")) for doc in docs]
+    return run_query(docs, request, spec)
+
+
+def _match_rows(rows: list, column_patterns: list) -> list:
+    deadline = time.monotonic() + MATCH_BUDGET_SEC
+    kept = []
+    for index, (rowid, *values) in enumerate(rows):
+        if index % 64 == 63 and time.monotonic() > deadline:
+            raise _too_expensive()
+        if all(match_pattern(value, pattern) for value, (_, pattern) in zip(values, column_patterns, strict=True)):
+            kept.append(rowid)
+    return kept

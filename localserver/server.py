@@ -26,6 +26,7 @@ from .files import FileStore
 from .limits import Limits
 from .store import Store
 from .transport import UvicornServer, bind
+from .watchdog import Watchdog, timeout_from_env
 
 log = logging.getLogger("localserver")
 
@@ -58,6 +59,7 @@ class LocalServer:
         port: int = 0,
         access_key: str | None = None,
         secret_key: str | None = None,
+        task_timeout_sec: float | None = None,
         *,
         limits: Limits | None = None,
         extra_routes=(),
@@ -79,6 +81,7 @@ class LocalServer:
             raise
         self.host, self.port = self.socket.getsockname()[:2]
         self._uvicorn = UvicornServer(self.app, self.socket, self.limits)
+        self.watchdog = Watchdog(self, task_timeout_sec or timeout_from_env())
 
     def _ensure_default_queue(self) -> None:
         with self.store.transaction():
@@ -100,12 +103,14 @@ class LocalServer:
 
     def serve_forever(self) -> None:
         """Serve until :meth:`shutdown` (from another thread) or, in the main thread, SIGINT/SIGTERM."""
+        self.watchdog.start()
         self._uvicorn.run()
 
     def shutdown(self) -> None:
         self._uvicorn.stop()
 
     def close(self) -> None:
+        self.watchdog.stop()
         self.socket.close()
         self.store.close()
 

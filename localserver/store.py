@@ -1,8 +1,11 @@
-"""SQLite storage: one JSON document per row plus indexed columns, and an event log.
+"""SQLite storage: one JSON document per row plus indexed query columns, an event log and queue entries.
 
-All API calls run inside :meth:`Store.transaction`, which serialises them with one in-process lock and a
-``BEGIN IMMEDIATE`` transaction, so read-modify-write sequences such as ``queues.get_next_task`` are atomic.
-WAL mode with ``synchronous=NORMAL`` keeps every committed transaction across a ``kill -9`` of the server.
+Concurrency: writers run inside :meth:`Store.transaction` on the one write connection, serialised by an
+in-process lock and a ``BEGIN IMMEDIATE`` transaction, so read-modify-write sequences such as
+``queues.get_next_task`` are atomic. Readers run inside :meth:`Store.read` on a pooled connection of their own,
+in a deferred transaction (a consistent WAL snapshot); they never wait for the write lock. Every store method
+must run inside one of the two. WAL mode with ``synchronous=NORMAL`` keeps every committed transaction across a
+``kill -9`` of the server. The schema is versioned by :mod:`localserver.migrations`.
 """
 
 from __future__ import annotations
@@ -10,69 +13,92 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-ENTITIES = ("projects", "tasks", "models", "queues", "workers")
-INDEXED = ("name", "project", "status", "created", "last_update")
+from . import migrations
+from .migrations import JSON_COLUMNS, SCALAR_COLUMNS
 
-_SCHEMA = [
-    *(
-        f"CREATE TABLE IF NOT EXISTS {entity} (id TEXT PRIMARY KEY, name TEXT, project TEXT, status TEXT, "
-        f"created TEXT, last_update TEXT, doc TEXT NOT NULL)"
-        for entity in ENTITIES
-    ),
-    *(f"CREATE INDEX IF NOT EXISTS {entity}_project ON {entity}(project)" for entity in ENTITIES),
-    *(f"CREATE INDEX IF NOT EXISTS {entity}_name ON {entity}(name)" for entity in ENTITIES),
-    "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, task TEXT NOT NULL, "
-    "type TEXT NOT NULL, metric TEXT, variant TEXT, iter INTEGER, timestamp INTEGER, doc TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS events_task_type ON events(task, type)",
-    "CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    # Queue entries live in their own table so a pop is an indexed delete, not a rewrite of the queue document.
-    "CREATE TABLE IF NOT EXISTS queue_entries (seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, "
-    "task TEXT NOT NULL, added TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS queue_entries_queue ON queue_entries(queue, seq)",
-]
+COLUMNS = (*SCALAR_COLUMNS, *JSON_COLUMNS)
+SCALAR = "training_stats_scalar"
+_IDLE_READERS = 32  # pooled read connections kept open; more are opened under load and closed after use
 
 
 class Store:
     def __init__(self, db_path: Path):
-        self._conn = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA busy_timeout=10000")
-        self._lock = threading.RLock()
-        self._depth = 0
-        for statement in _SCHEMA:
-            self._conn.execute(statement)
+        self._path = str(db_path)
+        self._writer = self._connect()
+        migrations.migrate(self._writer)
+        self._write_lock = threading.RLock()
+        self._local = threading.local()  # .conn: the connection of the read or write scope this thread is in
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        with self._write_lock, self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+            self._writer.close()
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            raise RuntimeError("the store is used outside Store.read() or Store.transaction()")
+        return conn
 
     @contextmanager
     def transaction(self) -> Iterator[Store]:
-        """Run the block atomically; nested use joins the outer transaction."""
-        with self._lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield self
-                finally:
-                    self._depth -= 1
-                return
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._depth = 1
+        """Run the block atomically on the write connection; nested use joins the outer transaction."""
+        if getattr(self._local, "conn", None) is self._writer:
+            yield self
+            return
+        if getattr(self._local, "conn", None) is not None:
+            raise RuntimeError("a write transaction cannot start inside Store.read()")
+        with self._write_lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            self._local.conn = self._writer
             try:
                 yield self
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._writer.execute("ROLLBACK")
                 raise
             else:
-                self._conn.execute("COMMIT")
+                self._writer.execute("COMMIT")
             finally:
-                self._depth = 0
+                self._local.conn = None
+
+    @contextmanager
+    def read(self) -> Iterator[Store]:
+        """Run the block on a consistent snapshot without the write lock; inside a transaction it joins it."""
+        if getattr(self._local, "conn", None) is not None:
+            yield self
+            return
+        with self._readers_lock:
+            conn = self._readers.pop() if self._readers else None
+        conn = conn or self._connect()
+        conn.execute("BEGIN")
+        self._local.conn = conn
+        try:
+            yield self
+        finally:
+            self._local.conn = None
+            conn.execute("ROLLBACK")  # nothing to keep: ends the snapshot
+            with self._readers_lock:
+                if len(self._readers) < _IDLE_READERS:
+                    self._readers.append(conn)
+                    conn = None
+            if conn is not None:
+                conn.close()
 
     # documents
     def get(self, entity: str, doc_id: str) -> dict | None:
@@ -80,9 +106,11 @@ class Store:
         return json.loads(row[0]) if row else None
 
     def put(self, entity: str, doc: dict) -> None:
+        values = [_scalar(doc.get(col)) for col in SCALAR_COLUMNS] + [_tags(doc.get(col)) for col in JSON_COLUMNS]
         self._conn.execute(
-            f"INSERT OR REPLACE INTO {entity} (id, {', '.join(INDEXED)}, doc) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (doc["id"], *(_column(doc.get(col)) for col in INDEXED), json.dumps(doc)),
+            f"INSERT OR REPLACE INTO {entity} (id, {', '.join(COLUMNS)}, doc) "
+            f"VALUES ({', '.join('?' * (len(COLUMNS) + 2))})",
+            (doc["id"], *values, json.dumps(doc)),
         )
 
     def delete(self, entity: str, doc_id: str) -> None:
@@ -96,18 +124,61 @@ class Store:
                 values = list(values)
                 clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
                 params.extend(values)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._conn.execute(f"SELECT doc FROM {entity}{where} ORDER BY rowid", params).fetchall()
-        return [json.loads(row[0]) for row in rows]
+        return self.select(entity, " AND ".join(clauses), params)
+
+    def select(
+        self,
+        entity: str,
+        where: str = "",
+        params: Sequence = (),
+        order_by: str = "",
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[dict]:
+        """Documents matching a WHERE clause over the query columns (built by localserver.query)."""
+        sql = f"SELECT doc FROM {entity}"
+        if where:
+            sql += f" WHERE {where}"
+        sql += f" ORDER BY {order_by + ', ' if order_by else ''}rowid"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
+        return [json.loads(row[0]) for row in self._conn.execute(sql, list(params))]
+
+    def column_rows(self, entity: str, columns: Sequence[str], where: str, params: Sequence, order_by: str) -> list:
+        """``(rowid, *column values)`` of the matching rows, without decoding documents."""
+        sql = f"SELECT rowid, {', '.join(columns)} FROM {entity}"
+        if where:
+            sql += f" WHERE {where}"
+        sql += f" ORDER BY {order_by + ', ' if order_by else ''}rowid"
+        return self._conn.execute(sql, list(params)).fetchall()
+
+    def by_rowids(self, entity: str, rowids: Sequence[int]) -> list[dict]:
+        """Documents of ``rowids``, in that order."""
+        docs: dict = {}
+        for start in range(0, len(rowids), 500):
+            chunk = list(rowids[start : start + 500])
+            sql = f"SELECT rowid, doc FROM {entity} WHERE rowid IN ({', '.join('?' * len(chunk))})"
+            docs.update(self._conn.execute(sql, chunk).fetchall())
+        return [json.loads(docs[rowid]) for rowid in rowids if rowid in docs]
 
     def find_by_name(self, entity: str, name: str) -> list[dict]:
-        rows = self._conn.execute(f"SELECT doc FROM {entity} WHERE name = ?", (name,)).fetchall()
-        return [json.loads(row[0]) for row in rows]
+        return self.select(entity, "name = ?", [name])
+
+    def distinct(self, entity: str, column: str, projects: Iterable[str] | None = None) -> list:
+        if column not in COLUMNS:
+            raise ValueError(f"{column} is not a query column")
+        where, params = f"{column} IS NOT NULL", []
+        if projects is not None:
+            projects = list(projects)
+            where += f" AND project IN ({', '.join('?' * len(projects))})"
+            params = projects
+        return [row[0] for row in self._conn.execute(f"SELECT DISTINCT {column} FROM {entity} WHERE {where}", params)]
 
     # events
     def add_events(self, events: list[dict]) -> None:
         self._conn.executemany(
-            "INSERT INTO events (task, type, metric, variant, iter, timestamp, doc) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (task, type, metric, variant, iter, timestamp, value, doc) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     ev["task"],
@@ -116,6 +187,7 @@ class Store:
                     ev.get("variant"),
                     ev.get("iter"),
                     ev.get("timestamp"),
+                    _number(ev.get("value")),
                     json.dumps(ev),
                 )
                 for ev in events
@@ -131,6 +203,63 @@ class Store:
         rows = self._conn.execute(f"SELECT doc FROM events WHERE {where} ORDER BY seq", params).fetchall()
         return [json.loads(row[0]) for row in rows]
 
+    def series_stats(self, task_id: str, event_type: str, metrics: dict[str, list[str]] | None = None) -> list[tuple]:
+        """``(metric, variant, count, min_iter, max_iter, min_timestamp, max_timestamp)`` per series of a task;
+        ``metrics`` narrows to ``{metric: [variants]}`` (no variants: all of the metric's)."""
+        where, params = _series_filter(task_id, event_type, metrics)
+        return self._conn.execute(
+            "SELECT metric, variant, COUNT(*), MIN(iter), MAX(iter), MIN(timestamp), MAX(timestamp) FROM events "
+            f"WHERE {where} GROUP BY metric, variant ORDER BY metric, variant",
+            params,
+        ).fetchall()
+
+    def scalar_points(self, task_id: str, metric, variant, key: str, interval: int) -> list[tuple]:
+        """``(x, value)`` of one scalar series by ``key`` (iter or timestamp), averaged per bucket of ``interval``
+        (1: every point; a point reported twice for one x keeps the last)."""
+        if key not in ("iter", "timestamp"):
+            raise ValueError(f"unknown x axis {key}")
+        base = "task = ? AND type = ? AND metric IS ? AND variant IS ?"
+        params = [task_id, SCALAR, metric, variant]
+        if interval <= 1:
+            sql = (
+                f"SELECT {key}, value FROM events WHERE seq IN (SELECT MAX(seq) FROM events WHERE {base} "
+                f"GROUP BY {key}) ORDER BY {key}"
+            )
+        else:
+            sql = (
+                f"SELECT ({key} / {int(interval)}) * {int(interval)} AS bucket, AVG(value) FROM events "
+                f"WHERE {base} GROUP BY bucket ORDER BY bucket"
+            )
+        return self._conn.execute(sql, params).fetchall()
+
+    def series_iterations(
+        self, task_id: str, event_type: str, metric, variants: list[str], below: int | None, limit: int, desc: bool
+    ) -> list[int]:
+        """Up to ``limit`` distinct iterations of a metric (and variants), newest first when ``desc``, strictly
+        before ``below`` (after it when ascending) when given."""
+        where, params = _series_filter(task_id, event_type, {metric: variants})
+        if below is not None:
+            where += " AND iter < ?" if desc else " AND iter > ?"
+            params.append(below)
+        rows = self._conn.execute(
+            f"SELECT DISTINCT iter FROM events WHERE {where} ORDER BY iter {'DESC' if desc else 'ASC'} LIMIT ?",
+            [*params, int(limit)],
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def iteration_events(self, task_id: str, event_type: str, metric, variants: list[str], iters: list[int]) -> list:
+        """The events of the given iterations of a metric, the last reported per variant and iteration."""
+        if not iters:
+            return []
+        where, params = _series_filter(task_id, event_type, {metric: variants})
+        where += f" AND iter IN ({', '.join('?' * len(iters))})"
+        rows = self._conn.execute(
+            f"SELECT doc FROM events WHERE seq IN (SELECT MAX(seq) FROM events WHERE {where} "
+            "GROUP BY variant, iter) ORDER BY iter, variant",
+            [*params, *iters],
+        ).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
     def delete_events(self, task_id: str) -> int:
         return self._conn.execute("DELETE FROM events WHERE task = ?", (task_id,)).rowcount
 
@@ -140,6 +269,9 @@ class Store:
             "SELECT task, added FROM queue_entries WHERE queue = ? ORDER BY seq", (queue_id,)
         ).fetchall()
         return [{"task": task, "added": added} for task, added in rows]
+
+    def count_queue_entries(self, queue_id: str) -> int:
+        return self._conn.execute("SELECT COUNT(*) FROM queue_entries WHERE queue = ?", (queue_id,)).fetchone()[0]
 
     def add_queue_entry(self, queue_id: str, task_id: str, added: str) -> None:
         self._conn.execute(
@@ -172,5 +304,29 @@ class Store:
         self._conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
 
 
-def _column(value):
-    return value if isinstance(value, (str, int, float)) or value is None else json.dumps(value)
+def _series_filter(task_id: str, event_type: str, metrics: dict[str, list[str]] | None) -> tuple[str, list]:
+    where, params = "task = ? AND type = ?", [task_id, event_type]
+    if metrics:
+        alternatives = []
+        for metric, variants in metrics.items():
+            if variants:
+                alternatives.append(f"(metric IS ? AND variant IN ({', '.join('?' * len(variants))}))")
+                params.extend([metric, *variants])
+            else:
+                alternatives.append("metric IS ?")
+                params.append(metric)
+        where += f" AND ({' OR '.join(alternatives)})"
+    return where, params
+
+
+def _scalar(value):
+    """A query column holds strings and numbers only: lists and objects never match a column filter."""
+    return value if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+
+
+def _tags(value) -> str:
+    return json.dumps([v for v in value if isinstance(v, str)] if isinstance(value, list) else [])
+
+
+def _number(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None

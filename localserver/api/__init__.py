@@ -1,4 +1,8 @@
-"""Endpoint registry: ``@endpoint("tasks.get_by_id")`` functions take ``(ctx, body)`` and return the data dict."""
+"""Endpoint registry: ``@endpoint("tasks.get_by_id")`` functions take ``(ctx, body)`` and return the data dict.
+
+Endpoints registered with ``read_only=True`` run on a snapshot (:meth:`Store.read`) without the write lock, so
+lists, lookups and event queries never wait for writers; every other endpoint runs in one write transaction.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from ..errors import ApiError, missing_field
 from ..store import Store
 
 ENDPOINTS: dict[str, Callable[[Context, dict], dict]] = {}
+READ_ONLY: set[str] = set()
 
 
 @dataclass
@@ -27,14 +32,16 @@ def call(server, name: str, body: dict, user: str, worker: str | None = None) ->
     if handler is None:
         raise ApiError(400, 0, f"Unknown endpoint: {name}")
     ctx = Context(server.store, user, worker, server)
-    with server.store.transaction():
+    with server.store.read() if name in READ_ONLY else server.store.transaction():
         return handler(ctx, body)
 
 
-def endpoint(*names: str):
+def endpoint(*names: str, read_only: bool = False):
     def register(func):
         for name in names:
             ENDPOINTS[name] = func
+            if read_only:
+                READ_ONLY.add(name)
         return func
 
     return register
@@ -59,14 +66,6 @@ def id_list(value) -> list[str]:
     if value is None:
         return []
     return [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)]
-
-
-def listed(docs: list[dict], body: dict, ids: list[str]) -> list[dict]:
-    """What a `*.get_all` lists: documents with the `hidden` system tag only when asked for by id or with
-    `search_hidden` (pipeline steps live in hidden projects)."""
-    if body.get("search_hidden") or ids:
-        return docs
-    return [doc for doc in docs if "hidden" not in (doc.get("system_tags") or [])]
 
 
 def load_services() -> None:

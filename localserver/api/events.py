@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import json
+import math
+from datetime import datetime, timezone
 
 from ..errors import bad_request
+from ..store import SCALAR
 from . import Context, endpoint, id_list, require
 from . import tasks as tasks_api
 
-SCALAR = "training_stats_scalar"
+# Points per series of scalar_metrics_iter_histogram: the SDK documents at most 5,000 (get_reported_scalars);
+# longer series are averaged over buckets of iterations, as the real server downsamples.
+MAX_SAMPLES = 5000
+# Debug-image iterations per metric in one page when the request gives no ``iters`` (the SDK's
+# MAX_SERIES_PER_METRIC default), and at most.
+DEFAULT_IMAGE_ITERATIONS = 100
+MAX_IMAGE_ITERATIONS = 1000
 KNOWN_TYPES = {"log", SCALAR, "training_stats_vector", "plot", "training_debug_image"}
 
 
@@ -92,7 +104,7 @@ def _scroll(events: list[dict], body: dict) -> dict:
     return {"events": batch, "returned": len(batch), "total": len(events), "scroll_id": str(start + len(batch))}
 
 
-@endpoint("events.get_task_log")
+@endpoint("events.get_task_log", read_only=True)
 def get_task_log(ctx: Context, body: dict) -> dict:
     events = _task_events(ctx, body, ["log"])
     size = body.get("batch_size") or 500
@@ -103,41 +115,129 @@ def get_task_log(ctx: Context, body: dict) -> dict:
     return {"events": batch, "returned": len(batch), "total": len(events)}
 
 
-@endpoint("events.get_task_events")
+@endpoint("events.get_task_events", read_only=True)
 def get_task_events(ctx: Context, body: dict) -> dict:
     event_type = body.get("event_type")
     return _scroll(_task_events(ctx, body, [event_type] if event_type else []), body)
 
 
-@endpoint("events.get_task_plots")
+@endpoint("events.get_task_plots", read_only=True)
 def get_task_plots(ctx: Context, body: dict) -> dict:
     result = _scroll(_task_events(ctx, body, ["plot"]), body)
     return {"plots": result["events"], **{k: v for k, v in result.items() if k != "events"}}
 
 
-@endpoint("events.debug_images", "events.get_debug_image_sample")
+@endpoint("events.debug_images", read_only=True)
 def debug_images(ctx: Context, body: dict) -> dict:
-    task_ids = [m.get("task") for m in body.get("metrics") or [] if isinstance(m, dict)] or id_list(body.get("task"))
-    images = ctx.store.events(task_ids, ["training_debug_image"]) if task_ids else []
-    return {
-        "metrics": [{"task": t, "iterations": [{"events": [e for e in images if e["task"] == t]}]} for t in task_ids]
-    }
-
-
-@endpoint("events.scalar_metrics_iter_histogram")
-def scalar_metrics_iter_histogram(ctx: Context, body: dict) -> dict:
-    key = body.get("key") or "iter"
-    series: dict = {}
-    for event in _task_events(ctx, body, [SCALAR]):
-        item = series.setdefault(event.get("metric"), {}).setdefault(
-            event.get("variant"), {"name": event.get("variant"), "x": [], "y": []}
+    """Debug images per task and metric (``metrics: [{task, metric, variants}]``), grouped by iteration: each
+    page holds up to ``iters`` iterations, newest first unless ``navigate_earlier`` is false; ``scroll_id``
+    continues from the previous page and an exhausted metric answers no iterations. Of an image reported twice
+    for one variant and iteration, the last one is kept."""
+    requested = _image_metrics(body)
+    iters = body.get("iters") or DEFAULT_IMAGE_ITERATIONS
+    if not isinstance(iters, int) or isinstance(iters, bool) or not 0 < iters <= MAX_IMAGE_ITERATIONS:
+        raise bad_request(f"iters must be an integer from 1 to {MAX_IMAGE_ITERATIONS}")
+    desc = body.get("navigate_earlier", True) is not False
+    positions = {} if body.get("refresh") else _decode_scroll(body.get("scroll_id"))
+    result = []
+    for task_id, metric, variants in requested:
+        tasks_api.get_task(ctx, task_id)
+        key = f"{task_id}/{metric}"
+        iterations = ctx.store.series_iterations(
+            task_id, "training_debug_image", metric, variants, positions.get(key), iters, desc
         )
-        item["x"].append(event.get("timestamp") if key == "timestamp" else event.get("iter"))
-        item["y"].append(event.get("value"))
+        if iterations:
+            positions[key] = iterations[-1]
+        events = ctx.store.iteration_events(task_id, "training_debug_image", metric, variants, iterations)
+        by_iteration = {i: [e for e in events if e.get("iter") == i] for i in iterations}
+        result.append(
+            {
+                "task": task_id,
+                "metric": metric,
+                "iterations": [{"iter": i, "events": by_iteration[i]} for i in iterations],
+            }
+        )
+    return {"metrics": result, "scroll_id": _encode_scroll(positions)}
+
+
+def _image_metrics(body: dict) -> list[tuple[str, str | None, list[str]]]:
+    metrics = body.get("metrics")
+    if not isinstance(metrics, list) or not metrics:
+        raise bad_request("metrics: a list of {task, metric, variants} is required")
+    requested = []
+    for item in metrics[:100]:
+        if not isinstance(item, dict) or not isinstance(item.get("task"), str):
+            raise bad_request("each metrics item needs a task id")
+        variants = [v for v in item.get("variants") or [] if isinstance(v, str)]
+        requested.append((item["task"], item.get("metric"), variants))
+    return requested
+
+
+def _encode_scroll(positions: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(positions).encode()).decode()
+
+
+def _decode_scroll(scroll_id) -> dict:
+    """The last iteration returned per ``task/metric``; a missing or foreign scroll id starts from the top."""
+    if not isinstance(scroll_id, str) or not scroll_id or len(scroll_id) > 100_000:
+        return {}
+    try:
+        positions = json.loads(base64.urlsafe_b64decode(scroll_id.encode()))
+    except (binascii.Error, ValueError):
+        return {}
+    if not isinstance(positions, dict):
+        return {}
+    return {k: v for k, v in positions.items() if isinstance(k, str) and isinstance(v, int)}
+
+
+@endpoint("events.scalar_metrics_iter_histogram", read_only=True)
+def scalar_metrics_iter_histogram(ctx: Context, body: dict) -> dict:
+    """``{metric: {variant: {name, x, y}}}``; each series holds at most ``samples`` points (default and at most
+    MAX_SAMPLES): a longer one is averaged over equal buckets of its x axis (iter, timestamp or iso_time)."""
+    task_id = require(body, "task")
+    if not isinstance(task_id, str):
+        raise bad_request("task must be one task id")
+    tasks_api.get_task(ctx, task_id)
+    key = body.get("key") or "iter"
+    if key not in ("iter", "timestamp", "iso_time"):
+        raise bad_request("key must be iter, timestamp or iso_time")
+    samples = body.get("samples") or MAX_SAMPLES
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
+        raise bad_request("samples must be a positive integer")
+    samples = min(samples, MAX_SAMPLES)
+    metrics = _metric_filter(body.get("metrics"))
+    column = "iter" if key == "iter" else "timestamp"
+    series: dict = {}
+    for metric, variant, count, low_iter, high_iter, low_time, high_time in ctx.store.series_stats(
+        task_id, SCALAR, metrics
+    ):
+        low, high = (low_iter, high_iter) if column == "iter" else (low_time, high_time)
+        interval = 1
+        if count > samples and low is not None and high is not None:
+            interval = max(1, math.ceil((high - low + 1) / samples))
+        points = ctx.store.scalar_points(task_id, metric, variant, column, interval)
+        xs = [x for x, _ in points]
+        if key == "iso_time":
+            xs = [datetime.fromtimestamp(x / 1000, timezone.utc).isoformat() if x is not None else None for x in xs]
+        series.setdefault(metric, {})[variant] = {"name": variant, "x": xs, "y": [y for _, y in points]}
     return series
 
 
-@endpoint("events.get_task_single_value_metrics")
+def _metric_filter(metrics) -> dict[str, list[str]] | None:
+    if not metrics:
+        return None
+    if not isinstance(metrics, list):
+        raise bad_request("metrics must be a list of {metric, variants}")
+    wanted: dict[str, list[str]] = {}
+    for item in metrics:
+        if isinstance(item, dict) and isinstance(item.get("metric"), str):
+            wanted.setdefault(item["metric"], []).extend(v for v in item.get("variants") or [] if isinstance(v, str))
+        elif isinstance(item, str):
+            wanted.setdefault(item, [])
+    return wanted or None
+
+
+@endpoint("events.get_task_single_value_metrics", read_only=True)
 def get_task_single_value_metrics(ctx: Context, body: dict) -> dict:
     result = []
     for task_id in id_list(body.get("tasks")):
@@ -146,7 +246,7 @@ def get_task_single_value_metrics(ctx: Context, body: dict) -> dict:
     return {"tasks": result}
 
 
-@endpoint("events.get_task_metrics")
+@endpoint("events.get_task_metrics", read_only=True)
 def get_task_metrics(ctx: Context, body: dict) -> dict:
     result = []
     for task_id in id_list(body.get("tasks")):
@@ -155,7 +255,7 @@ def get_task_metrics(ctx: Context, body: dict) -> dict:
     return {"metrics": result}
 
 
-@endpoint("events.get_task_latest_scalar_values")
+@endpoint("events.get_task_latest_scalar_values", read_only=True)
 def get_task_latest_scalar_values(ctx: Context, body: dict) -> dict:
     task = tasks_api.get_task(ctx, require(body, "task"))
     metrics: dict = {}

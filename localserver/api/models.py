@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import invalid_model
-from ..query import QuerySpec, run_query
+from ..query import QuerySpec, select
 from . import Context, endpoint, id_list, new_id, now, require
 from . import projects as projects_api
 from . import tasks as tasks_api
@@ -14,6 +14,15 @@ SPEC = QuerySpec(
     datetime_fields=frozenset({"created", "last_update", "last_change"}),
     plain_fields=frozenset({"ready"}),
     dotted_prefixes=("metadata", "labels", "design"),
+    document_fields=frozenset(
+        {
+            *("id", "name", "uri", "comment", "framework", "design", "labels", "metadata", "tags", "system_tags"),
+            *("ready", "task", "parent", "project", "iteration", "created", "last_update", "last_change", "user"),
+            *("company",),
+        }
+    ),
+    entity="model",
+    search_fields=("id", "name", "comment", "uri"),
 )
 EDITABLE = (
     "name",
@@ -83,20 +92,17 @@ def create(ctx: Context, body: dict) -> dict:
     return {"id": doc["id"], "created": True}
 
 
-@endpoint("models.get_by_id")
+@endpoint("models.get_by_id", read_only=True)
 def get_by_id(ctx: Context, body: dict) -> dict:
     return {"model": get_model(ctx, require(body, "model"))}
 
 
-@endpoint("models.get_all", "models.get_all_ex")
+@endpoint("models.get_all", "models.get_all_ex", read_only=True)
 def get_all(ctx: Context, body: dict) -> dict:
-    ids = id_list(body.get("id"))
-    project_ids = id_list(body.get("project"))
-    docs = ctx.store.scan("models", ids=ids or None, projects=project_ids or None)
-    return {"models": run_query(docs, body, SPEC)}
+    return {"models": select(ctx.store, "models", body, SPEC, hide_hidden=False)}
 
 
-@endpoint("models.get_by_task_id")
+@endpoint("models.get_by_task_id", read_only=True)
 def get_by_task_id(ctx: Context, body: dict) -> dict:
     task = tasks_api.get_task(ctx, require(body, "task"))
     outputs = task["models"].get("output") or []

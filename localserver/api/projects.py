@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from ..errors import invalid_project, not_unique
-from ..query import QuerySpec, run_query
-from . import Context, endpoint, id_list, listed, new_id, now, require
+from ..query import QuerySpec, select
+from . import Context, endpoint, new_id, now, require
 
 SPEC = QuerySpec(
     list_fields=frozenset({"id", "parent", "path", "user"}),
     pattern_fields=frozenset({"name", "basename", "description"}),
     datetime_fields=frozenset({"created", "last_update"}),
+    document_fields=frozenset(
+        {
+            *("id", "name", "basename", "parent", "path", "description", "tags", "system_tags", "created"),
+            *("default_output_destination", "last_update", "user", "company"),
+        }
+    ),
+    entity="project",
+    search_fields=("id", "name", "description"),
 )
 _EDITABLE = ("description", "tags", "system_tags", "default_output_destination")
 
@@ -69,17 +77,14 @@ def create(ctx: Context, body: dict) -> dict:
     return {"id": ensure_project(ctx, name, body)["id"]}
 
 
-@endpoint("projects.get_by_id")
+@endpoint("projects.get_by_id", read_only=True)
 def get_by_id(ctx: Context, body: dict) -> dict:
     return {"project": get_project(ctx, require(body, "project"))}
 
 
-@endpoint("projects.get_all", "projects.get_all_ex")
+@endpoint("projects.get_all", "projects.get_all_ex", read_only=True)
 def get_all(ctx: Context, body: dict) -> dict:
-    ids = id_list(body.get("id"))
-    docs = ctx.store.scan("projects", ids=ids or None)
-    docs = listed(docs, body, ids)
-    return {"projects": run_query(docs, body, SPEC)}
+    return {"projects": select(ctx.store, "projects", body, SPEC)}
 
 
 @endpoint("projects.update")

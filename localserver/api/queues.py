@@ -6,13 +6,17 @@ Entries are kept in the store's ``queue_entries`` table and attached as ``entrie
 from __future__ import annotations
 
 from ..errors import bad_request, invalid_queue, no_default_queue, not_unique
-from ..query import QuerySpec, run_query
-from . import Context, endpoint, id_list, listed, new_id, now, require
+from ..query import QuerySpec, select
+from . import Context, endpoint, new_id, now, require
 
 SPEC = QuerySpec(
     list_fields=frozenset({"id", "user"}),
     pattern_fields=frozenset({"name"}),
     datetime_fields=frozenset({"created", "last_update"}),
+    document_fields=frozenset(
+        {"id", "name", "created", "last_update", "tags", "system_tags", "metadata", "user", "company", "entries"}
+    ),
+    entity="queue",
 )
 
 
@@ -48,10 +52,10 @@ def get_queue(ctx: Context, ref) -> dict:
 
 
 def default_queue(ctx: Context) -> dict:
-    for doc in ctx.store.scan("queues"):
-        if "default" in (doc.get("system_tags") or []):
-            return doc
-    raise no_default_queue()
+    found = select(ctx.store, "queues", {"system_tags": ["default"], "page_size": 1}, SPEC, hide_hidden=False)
+    if not found:
+        raise no_default_queue()
+    return found[0]
 
 
 def add_task(ctx: Context, queue_id: str, task_id: str) -> None:
@@ -72,20 +76,17 @@ def create(ctx: Context, body: dict) -> dict:
     return {"id": create_queue(ctx, name, body.get("tags"), body.get("system_tags"))["id"]}
 
 
-@endpoint("queues.get_by_id")
+@endpoint("queues.get_by_id", read_only=True)
 def get_by_id(ctx: Context, body: dict) -> dict:
     return {"queue": with_entries(ctx, get_queue(ctx, require(body, "queue")))}
 
 
-@endpoint("queues.get_all", "queues.get_all_ex")
+@endpoint("queues.get_all", "queues.get_all_ex", read_only=True)
 def get_all(ctx: Context, body: dict) -> dict:
-    ids = id_list(body.get("id"))
-    docs = ctx.store.scan("queues", ids=ids or None)
-    docs = listed(docs, body, ids)
-    return {"queues": run_query([with_entries(ctx, d) for d in docs], body, SPEC)}
+    return {"queues": select(ctx.store, "queues", body, SPEC, decorate=lambda doc: with_entries(ctx, doc))}
 
 
-@endpoint("queues.get_default")
+@endpoint("queues.get_default", read_only=True)
 def get_default(ctx: Context, body: dict) -> dict:
     doc = default_queue(ctx)
     return {"id": doc["id"], "name": doc["name"]}
@@ -135,17 +136,17 @@ def remove_task_endpoint(ctx: Context, body: dict) -> dict:
     return {"removed": remove_task(ctx, get_queue(ctx, require(body, "queue"))["id"], require(body, "task"))}
 
 
-@endpoint("queues.peek_task")
+@endpoint("queues.peek_task", read_only=True)
 def peek_task(ctx: Context, body: dict) -> dict:
     entries = ctx.store.queue_entries(get_queue(ctx, require(body, "queue"))["id"])
     return {"task": entries[0]["task"]} if entries else {}
 
 
-@endpoint("queues.get_num_entries")
+@endpoint("queues.get_num_entries", read_only=True)
 def get_num_entries(ctx: Context, body: dict) -> dict:
-    return {"num": len(ctx.store.queue_entries(get_queue(ctx, require(body, "queue"))["id"]))}
+    return {"num": ctx.store.count_queue_entries(get_queue(ctx, require(body, "queue"))["id"])}
 
 
-@endpoint("queues.get_queue_metrics")
+@endpoint("queues.get_queue_metrics", read_only=True)
 def get_queue_metrics(ctx: Context, body: dict) -> dict:
     return {"queues": []}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 
 from ..errors import bad_request, invalid_task, invalid_task_status
-from ..query import QuerySpec, run_query
-from . import Context, endpoint, id_list, listed, new_id, now, require
+from ..query import QuerySpec, project, select
+from . import Context, endpoint, id_list, new_id, now, require
 from . import projects as projects_api
 from . import queues as queues_api
 
@@ -20,6 +20,17 @@ SPEC = QuerySpec(
     ),
     range_fields=frozenset({"last_iteration", "last_metrics", "active_duration"}),
     dotted_prefixes=("hyperparams", "configuration", "execution", "models", "runtime", "script", "container"),
+    document_fields=frozenset(
+        {
+            *("id", "name", "type", "status", "status_reason", "status_message", "status_changed", "comment"),
+            *("created", "started", "completed", "published", "last_update", "last_change", "last_iteration"),
+            *("last_metrics", "last_worker", "last_worker_report", "active_duration", "project", "parent", "user"),
+            *("company", "tags", "system_tags", "script", "execution", "output", "hyperparams", "configuration"),
+            *("runtime", "models", "container", "input", "report"),
+        }
+    ),
+    entity="task",
+    search_fields=("id", "name", "comment", "report", "status_message"),
 )
 
 # Allowed status changes without ``force`` (the documented ClearML state machine).
@@ -178,8 +189,18 @@ for _name, _status in (
 
 @endpoint("tasks.stop")
 def stop(ctx: Context, body: dict) -> dict:
+    """A task in progress on a worker (an agent whose status reports name it) keeps running with the status
+    message "stopping" until the agent, which watches for it, kills the process and reports ``tasks.stopped``;
+    a local run, a task not in progress, or ``force`` stops at once."""
     doc = get_task(ctx, require(body, "task"))
-    return {"updated": 1, "fields": set_status(ctx, doc, "stopped", {**body, "status_message": "stopping"})}
+    run_by_worker = any((worker.get("task") or {}).get("id") == doc["id"] for worker in ctx.store.scan("workers"))
+    if doc["status"] == "in_progress" and run_by_worker and not body.get("force"):
+        fields = {"status_message": "stopping", "status_reason": body.get("status_reason") or "stop request"}
+        doc.update(fields)
+        save(ctx, doc)
+        return {"updated": 1, "fields": fields}
+    message = body.get("status_message") or "stopped"
+    return {"updated": 1, "fields": set_status(ctx, doc, "stopped", {**body, "status_message": message})}
 
 
 @endpoint("tasks.publish")
@@ -203,19 +224,14 @@ def create(ctx: Context, body: dict) -> dict:
     return {"id": doc["id"]}
 
 
-@endpoint("tasks.get_by_id")
+@endpoint("tasks.get_by_id", read_only=True)
 def get_by_id(ctx: Context, body: dict) -> dict:
-    doc = get_task(ctx, require(body, "task"))
-    return {"task": run_query([doc], {"only_fields": body.get("only_fields")}, SPEC)[0]}
+    return {"task": project(get_task(ctx, require(body, "task")), body.get("only_fields"))}
 
 
-@endpoint("tasks.get_all", "tasks.get_all_ex")
+@endpoint("tasks.get_all", "tasks.get_all_ex", read_only=True)
 def get_all(ctx: Context, body: dict) -> dict:
-    ids = id_list(body.get("id"))
-    project_ids = id_list(body.get("project"))
-    docs = ctx.store.scan("tasks", ids=ids or None, projects=project_ids or None)
-    docs = listed(docs, body, ids)
-    return {"tasks": run_query(docs, body, SPEC)}
+    return {"tasks": select(ctx.store, "tasks", body, SPEC)}
 
 
 @endpoint("tasks.edit")
@@ -248,7 +264,7 @@ def ping(ctx: Context, body: dict) -> dict:
     if ctx.worker:
         doc["last_worker"] = ctx.worker
     doc["last_worker_report"] = now()
-    ctx.store.put("tasks", doc)
+    save(ctx, doc, changed=False)  # last_update: the watchdog's sign of life
     return {}
 
 
@@ -485,7 +501,7 @@ def edit_hyper_params(ctx: Context, body: dict) -> dict:
     return {"updated": 1}
 
 
-@endpoint("tasks.get_hyper_params")
+@endpoint("tasks.get_hyper_params", read_only=True)
 def get_hyper_params(ctx: Context, body: dict) -> dict:
     result = []
     for task_id in id_list(body.get("tasks")):
@@ -524,7 +540,7 @@ def edit_configuration(ctx: Context, body: dict) -> dict:
     return {"updated": 1}
 
 
-@endpoint("tasks.get_configurations")
+@endpoint("tasks.get_configurations", read_only=True)
 def get_configurations(ctx: Context, body: dict) -> dict:
     names = set(id_list(body.get("names")))
     result = []
@@ -535,7 +551,7 @@ def get_configurations(ctx: Context, body: dict) -> dict:
     return {"configurations": result}
 
 
-@endpoint("tasks.get_configuration_names")
+@endpoint("tasks.get_configuration_names", read_only=True)
 def get_configuration_names(ctx: Context, body: dict) -> dict:
     result = []
     for task_id in id_list(body.get("tasks")):
@@ -552,8 +568,7 @@ def delete_configuration(ctx: Context, body: dict) -> dict:
     return {"deleted": deleted}
 
 
-@endpoint("tasks.get_types")
+@endpoint("tasks.get_types", read_only=True)
 def get_types(ctx: Context, body: dict) -> dict:
     project_ids = id_list(body.get("projects"))
-    docs = ctx.store.scan("tasks", projects=project_ids or None)
-    return {"types": sorted({d.get("type") for d in docs if d.get("type")})}
+    return {"types": sorted(t for t in ctx.store.distinct("tasks", "type", project_ids or None) if t)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import Context, endpoint, id_list, now, require
+from . import tasks as tasks_api
 
 
 def _worker(ctx: Context, worker_id: str) -> dict:
@@ -19,7 +20,8 @@ def _queue_entries(ctx: Context, queue_ids) -> list[dict]:
     for queue_id in id_list(queue_ids):
         queue = ctx.store.get("queues", queue_id)
         if queue:
-            entries.append({"id": queue_id, "name": queue["name"], "num_tasks": len(ctx.store.queue_entries(queue_id))})
+            num_tasks = ctx.store.count_queue_entries(queue_id)
+            entries.append({"id": queue_id, "name": queue["name"], "num_tasks": num_tasks})
     return entries
 
 
@@ -44,18 +46,20 @@ def status_report(ctx: Context, body: dict) -> dict:
     doc.update(last_activity_time=stamp, last_report_time=stamp)
     task = ctx.store.get("tasks", body.get("task") or "")
     doc["task"] = {"id": task["id"], "name": task["name"]} if task else None
+    if task and task.get("status") == "in_progress":
+        tasks_api.save(ctx, task, changed=False)  # the worker runs it: a sign of life for the watchdog
     if body.get("queues") is not None:
         doc["queues"] = _queue_entries(ctx, body["queues"])
     ctx.store.put("workers", doc)
     return {}
 
 
-@endpoint("workers.get_all")
+@endpoint("workers.get_all", read_only=True)
 def get_all(ctx: Context, body: dict) -> dict:
     return {"workers": ctx.store.scan("workers")}
 
 
-@endpoint("workers.get_runtime_properties")
+@endpoint("workers.get_runtime_properties", read_only=True)
 def get_runtime_properties(ctx: Context, body: dict) -> dict:
     return {"runtime_properties": []}
 
@@ -65,6 +69,6 @@ def set_runtime_properties(ctx: Context, body: dict) -> dict:
     return {"added": [], "removed": [], "errors": []}
 
 
-@endpoint("workers.get_activity_report", "workers.get_stats")
+@endpoint("workers.get_activity_report", "workers.get_stats", read_only=True)
 def get_activity_report(ctx: Context, body: dict) -> dict:
     return {"workers": [], "total": [], "active": []}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -165,3 +166,23 @@ def test_concurrent_get_next_task_hands_out_each_task_once(clearml_server):
         results = [task for popped in pool.map(drain, range(8)) for task in popped]
     assert sorted(results) == sorted(task_ids)
     assert ok(clearml_server, "queues.get_num_entries", token, queue=queue_id)["num"] == 0
+
+
+def test_a_catastrophic_pattern_is_refused_without_stalling_other_clients(clearml_server):
+    token = login(clearml_server)
+    project = ok(clearml_server, "projects.create", token, name=f"redos-{uuid.uuid4().hex[:6]}")["id"]
+    victim = ok(clearml_server, "tasks.create", token, name="a" * 40 + "!", project=project)["id"]
+    answers = {}
+
+    def attack():
+        answers["attack"] = call(clearml_server, "tasks.get_all", token, name="^(a+)+$", project=[project])
+
+    attacker = threading.Thread(target=attack)
+    attacker.start()
+    start = time.monotonic()
+    assert ok(clearml_server, "tasks.get_by_id", token, task=victim)["task"]["project"] == project
+    assert time.monotonic() - start < 1
+    attacker.join()
+    refused = answers["attack"]
+    assert refused.status_code == 400 and "backtracking" in refused.json()["meta"]["result_msg"]
+    assert ok(clearml_server, "tasks.get_all", token, name="^a+!$", project=[project])["tasks"][0]["id"] == victim
