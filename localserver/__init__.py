@@ -4,6 +4,7 @@ Command line::
 
     python -m localserver serve --data-dir DIR [--port 8008] [--host 127.0.0.1] [--access-key K]
                                 [--secret-key-file FILE]   # or CLEARML_API_ACCESS_KEY/SECRET_KEY in the env
+                                [--task-timeout SEC]       # watchdog: fail in_progress tasks silent that long
                                 [limits, below]
     python -m localserver config --data-dir DIR [--port 8008] [--write clearml.conf]   # prints env exports
 
