@@ -170,7 +170,9 @@ class WebUI:
             except Invalid as exc:
                 return self.error_page(view, 400, "Invalid input", str(exc))
             except ApiError as exc:
-                return self.error_page(view, 404 if is_unknown_id(exc) else 400, "Refused by the server", exc.msg)
+                # An unknown id in a page's address is a 404; in a form, the form's error.
+                missing = request.method == "GET" and is_unknown_id(exc)
+                return self.error_page(view, 404 if missing else 400, "Refused by the server", exc.msg)
             except Exception as exc:  # noqa: BLE001 - a page never answers with a traceback
                 log.error("web UI error on %s: %s\n%s", request.url.path, exc, traceback.format_exc())
                 return self.error_page(view, 500, "Internal error", f"{type(exc).__name__}: {exc}")
@@ -215,7 +217,7 @@ def safe_next(value: str | None) -> str:
 
 
 def is_unknown_id(exc: ApiError) -> bool:
-    return exc.subcode in (101, 201, 401, 403, 701) or exc.msg.startswith("Invalid ")
+    return exc.subcode in (101, 201, 401, 403, 701)
 
 
 def files_path(uri: str | None) -> str | None:

@@ -460,12 +460,12 @@ def compare_page(view: View):
     rows = []
     for section, name in keys:
         values = [((t.get("hyperparams") or {}).get(section) or {}).get(name, {}).get("value") for t in tasks]
-        rows.append({"key": f"{section}/{name}", "values": values, "differs": len({json.dumps(v) for v in values}) > 1})
+        rows.append({"key": f"{section}/{name}", "cells": values, "differs": len({json.dumps(v) for v in values}) > 1})
     metric_keys = sorted({key for t in tasks for key in metric_columns([t])})
     metrics = []
     for metric, variant in metric_keys:
         values = [last_value(t, metric, variant) for t in tasks]
-        metrics.append({"key": f"{metric}/{variant}", "values": values, "differs": len(set(map(str, values))) > 1})
+        metrics.append({"key": f"{metric}/{variant}", "cells": values, "differs": len(set(map(str, values))) > 1})
     return view.render("compare.html", tasks=tasks, rows=rows, metrics=metrics)
 
 

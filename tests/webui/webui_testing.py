@@ -9,6 +9,7 @@ where the UI is; SDK-printed links are mapped onto it by :func:`on_ui`.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import time
@@ -16,8 +17,10 @@ from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
-from localserver import LocalServer
+from localserver import LocalServer, api
+from localserver.auth import USER_ID
 from localserver.webui import routes
 
 
@@ -53,3 +56,27 @@ def on_ui(link: str, ui_base_url: str) -> str:
     """An SDK-printed link (host = the API's web_server) on the UI's address; the path is kept as printed."""
     parts = urlsplit(link)
     return f"{ui_base_url}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+class UIClient:
+    """A TestClient over the UI of a fresh LocalServer, with ``call`` for API calls as the SDK would make."""
+
+    def __init__(self, server: LocalServer):
+        self.server = server
+        self.http = TestClient(Starlette(routes=routes(server)), follow_redirects=False)
+
+    def call(self, name: str, body: dict) -> dict:
+        return api.call(self.server, name, body, USER_ID)
+
+    def sign_in(self) -> str:
+        """Signs in; returns the session's CSRF token."""
+        keys = {"access_key": self.server.access_key, "secret_key": self.server.secret_key}
+        response = self.http.post("/login", data=keys)
+        assert response.status_code == 303, response.text
+        return self.csrf()
+
+    def csrf(self) -> str:
+        return CSRF.search(self.http.get("/projects").text).group(1)
