@@ -338,3 +338,67 @@ def test_compare_marks_differing_parameters(ui):
     assert '<tr class="differs"><td>General/lr <span class="muted">' in page
     assert ui.http.get(f"/compare?ids={first}").status_code == 400
     assert ui.http.get("/compare?ids=" + ",".join(f"id{i}" for i in range(11))).status_code == 400
+
+
+def test_the_loop_page_follows_feedback_to_production(ui):
+    """Documents shaped as the SDK writes them: dataset versions with their `Dataset Struct`, pipeline runs
+    with `Args/dataset_id` and the `Pipeline` DAG, models with the gate's metadata and the production tag."""
+    datasets = ui.call("projects.create", {"name": "selfimproving-classifier/.datasets/pets"})["id"]
+    pipelines = ui.call("projects.create", {"name": "selfimproving-classifier/.pipelines/retrain"})["id"]
+    versions, promoted_at = [], None
+    for index, verdict in enumerate(["promoted: first model", "not promoted: accuracy dropped by 0.08"]):
+        version = ui.call("tasks.create", {"name": "pets", "project": datasets, "type": "data_processing"})["id"]
+        struct = {"0": {"job_id": version, "parents": ["1"] if versions else []}}
+        if versions:
+            struct["1"] = {"job_id": versions[-1], "parents": []}
+        config = {"Dataset Struct": {"name": "Dataset Struct", "value": json.dumps(struct), "type": "json"}}
+        ui.call("tasks.edit", {"task": version, "configuration": config, "runtime": {"version": f"1.0.{index}"}})
+        versions.append(version)
+        steps = {}
+        for step in ("train", "register_model"):
+            steps[step] = ui.call("tasks.create", {"name": step, "project": pipelines})["id"]
+            ui.call("tasks.started", {"task": steps[step]})
+            ui.call("tasks.completed", {"task": steps[step]})
+        dag = {
+            "train": {"job_id": steps["train"], "parents": []},
+            "register_model": {"executed": steps["register_model"], "parents": ["train"]},
+        }
+        args = {"Args": {"dataset_id": {"section": "Args", "name": "dataset_id", "value": version}}}
+        ui.call(
+            "tasks.create",
+            {
+                "name": "retrain",
+                "project": pipelines,
+                "type": "controller",
+                "hyperparams": args,
+                "configuration": {"Pipeline": {"name": "Pipeline", "value": json.dumps(dag)}},
+            },
+        )["id"]
+        metadata = [
+            {"key": "promotion", "value": verdict, "type": "str"},
+            {"key": "metrics", "value": json.dumps({"accuracy": 0.9 - index * 0.08}), "type": "str"},
+        ]
+        model = ui.call(
+            "models.create",
+            {
+                "name": f"model-{index}",
+                "task": steps["train"],
+                "metadata": metadata,
+                "tags": ["production"] if index == 0 else [],
+                "ready": index == 0,
+            },
+        )["id"]
+        if index == 0:
+            promoted_at = task(ui, steps["register_model"])["completed"]
+            production = model
+    ui.sign_in()
+    page = ui.http.get("/loop").text
+    production_card = page.split('id="production"')[1].split("</div>")[0]
+    assert f'href="/models/{production}"' in production_card and "model-0" in production_card
+    assert promoted_at[:19].replace("T", " ") in production_card
+    latest = page.split('id="latest-feedback"')[1].split("</div>")[0]
+    assert "version 1.0.1" in latest and "did not reach production" in latest
+    rows = page.split('id="loop"')[1].split("<tbody>")[1].split("<tr>")[1:]
+    assert "1.0.1" in rows[0] and "not promoted: accuracy dropped by 0.08" in rows[0] and "accuracy=" in rows[0]
+    assert "1.0.0" in rows[1] and "promoted: first model" in rows[1] and "production" in rows[1]
+    assert ui.http.get("/loop?project=" + "x" * 201).status_code == 400
