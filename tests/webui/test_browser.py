@@ -26,6 +26,14 @@ PIPELINE_SCRIPTS = HERE.parent / "localserver" / "scripts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 LINK = re.compile(r"ClearML (results|dataset|pipeline) page: (\S+)")
+# Set to a folder to keep screenshots of the pages the tests visit (for reviewing the design).
+SCREENSHOTS = os.environ.get("WEBUI_SCREENSHOTS")
+
+
+def shot(page, name: str) -> None:
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +84,10 @@ def test_clone_edit_enqueue_watch_compare(clearml_server, live_ui, browser_page,
     queue = f"webui-{uuid.uuid4().hex[:6]}"
     template = register_script_task(project, "trainer", HERE / "scripts" / "trainer.py", tmp_path)
     template.set_parameters({"General/epochs": 2})
-    start_agent(queue, create_queue=True, poll_sec=0.5)
+    agent = start_agent(queue, create_queue=True, poll_sec=0.5)
 
     sign_in(page, live_ui)
+    shot(page, "projects")
     page.get_by_role("link", name=project).click()
     expect(page.locator("#tasks")).to_contain_text("trainer")
     page.get_by_role("link", name="trainer", exact=True).click()
@@ -92,6 +101,7 @@ def test_clone_edit_enqueue_watch_compare(clearml_server, live_ui, browser_page,
     page.fill("#p-General-epochs", "3")
     page.click("#save-params")
     expect(page.locator("#p-General-epochs")).to_have_value("3")
+    shot(page, "task-configuration-draft")
     deadline = time.monotonic() + 60
     while not any(q["name"] == queue for q in api.call(server, "queues.get_all", {}, USER_ID)["queues"]):
         assert time.monotonic() < deadline, "the agent did not create its queue"
@@ -104,25 +114,36 @@ def test_clone_edit_enqueue_watch_compare(clearml_server, live_ui, browser_page,
 
     page.locator("nav.tabs").get_by_role("link", name="Console").click()
     expect(page.locator("#console")).to_contain_text("trained for 3 epochs")
+    shot(page, "task-console")
     page.locator("nav.tabs").get_by_role("link", name="Scalars").click()
     chart = page.locator(".chart[data-metric=loss]")
     expect(chart.locator(".main-svg").first).to_be_visible()
     expect(chart).to_contain_text("train")
     expect(chart).to_contain_text("val")
+    shot(page, "task-scalars")
     page.locator("nav.tabs").get_by_role("link", name="Plots").click()
     expect(page.locator("figure.plot figcaption")).to_contain_text("confusion / val")
     expect(page.locator("figure.plot .main-svg").first).to_be_visible()
     expect(page.locator("figure.plot")).to_contain_text("dog")
+    shot(page, "task-plots")
 
     page.goto(f"{base}/compare?ids={template.id},{clone_id}")
     epochs_row = page.locator("#compare-params tr.differs", has_text="General/epochs")
     expect(epochs_row.locator("td")).to_have_text(["General/epochs ≠", "2", "3"])
     expect(page.locator(".chart[data-metric=loss] .main-svg").first).to_be_visible()
+    shot(page, "compare")
 
     (results_link,) = {link for link in printed_links(server, clone_id) if "/tasks/" in link or "/experiments/" in link}
     page.goto(on_ui(results_link, base))
     expect(page.locator("nav.tabs a.on")).to_have_text("Console")
     expect(page.locator("#console")).to_contain_text("epoch 3/3 done")
+
+    page.goto(f"{base}/workers-and-queues")
+    expect(page.locator("#workers")).to_contain_text(agent.worker_id)
+    expect(page.locator(f"[id='queue-{queue}']")).to_contain_text("0 pending")
+    shot(page, "workers-and-queues")
+    page.goto(f"{base}/projects/{template.project}/tasks")
+    shot(page, "tasks-table")
 
 
 @pytest.mark.browser
@@ -181,12 +202,15 @@ def test_dataset_lineage_pipeline_dag_and_every_printed_link(
     graph.locator(f"[data-node='{versions[0].id}']").click()
     expect(page.locator("#parents")).to_contain_text("none")
     expect(page.locator("#changes")).to_contain_text("a.txt")
+    page.goto(child_link)
+    shot(page, "dataset-version")
 
     page.goto(on_ui(links["pipeline"], base))
     dag = page.locator("#dag svg.graph")
     expect(dag.locator("[data-node='step-one']")).to_contain_text("completed")
     expect(dag.locator("[data-node='step-two']")).to_contain_text("completed")
     expect(dag.locator(".edge")).to_have_count(1)
+    shot(page, "pipeline-run")
     dag.locator("[data-node='step-two']").click()
     expect(page.locator("h1")).to_have_text("step-two")
 
