@@ -37,6 +37,13 @@ COOKIE = "localserver_ui"
 SESSION_SECONDS = 7 * 24 * 3600
 MAX_FORM_BYTES = 1024 * 1024
 MAX_FIELD_CHARS = 10_000
+# Pages with action forms must not be framed by another site (clickjacking); nothing is fetched from elsewhere.
+PAGE_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 class NotFound(Exception):
@@ -140,7 +147,7 @@ class WebUI:
         context.setdefault("signed_in", bool(view and view.session))
         context.setdefault("current_path", view.request.url.path if view else "/")
         html = self.templates.get_template(template).render(**context)
-        return HTMLResponse(html, status_code=status_code)
+        return HTMLResponse(html, status_code=status_code, headers=PAGE_HEADERS)
 
     def error_page(self, view: View | None, status_code: int, title: str, message: str) -> HTMLResponse:
         return self.render("error.html", view, status_code=status_code, title=title, message=message)

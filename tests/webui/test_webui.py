@@ -402,3 +402,58 @@ def test_the_loop_page_follows_feedback_to_production(ui):
     assert "1.0.1" in rows[0] and "not promoted: accuracy dropped by 0.08" in rows[0] and "accuracy=" in rows[0]
     assert "1.0.0" in rows[1] and "promoted: first model" in rows[1] and "production" in rows[1]
     assert ui.http.get("/loop?project=" + "x" * 201).status_code == 400
+
+
+def test_debug_samples_are_served_through_the_proxy_and_paged_by_iteration(ui):
+    task_id = make_task(ui)
+    image = {"task": task_id, "type": "training_debug_image", "metric": "samples", "variant": "cat"}
+    url = "http://127.0.0.1:8008/files/p/t.1/metrics/samples/cat_{:08d}.png"
+    ui.call("events.add_batch", {"requests": [{**image, "iter": i, "url": url.format(i)} for i in range(8)]})
+    ui.sign_in()
+    page = ui.http.get(f"/projects/*/tasks/{task_id}/output/debugImages").text
+    shown = re.findall(r'<img loading="lazy" src="(/_ui/files/p/t\.1/metrics/samples/cat_(\d+)\.png)"', page)
+    assert [int(i) for _, i in shown] == [7, 6, 5, 4, 3]
+    older = ui.http.get(f"/projects/*/tasks/{task_id}/output/debugImages?older=5").text
+    assert [int(i) for i in re.findall(r"cat_(\d+)\.png\" alt", older)] == [2, 1, 0]
+
+
+def test_model_page_and_model_actions(ui):
+    task_id = make_task(ui)
+    metadata = [{"key": "promotion", "value": "promoted: better", "type": "str"}]
+    model_id = ui.call(
+        "models.create",
+        {
+            "name": "pets-model",
+            "task": task_id,
+            "labels": {"cat": 0, "dog": 1},
+            "metadata": metadata,
+            "uri": "http://127.0.0.1:8008/files/p/t.1/models/model.pt",
+        },
+    )["id"]
+    csrf = ui.sign_in()
+    page = ui.http.get(f"/models/{model_id}").text
+    assert 'href="/_ui/files/p/t.1/models/model.pt" id="download"' in page
+    assert "promoted: better" in page and "<td>dog</td>" in page
+    assert f"/tasks/{task_id}/" in page
+    assert ui.http.get(f"/projects/*/models/{model_id}/general").status_code == 200
+    assert ui.http.post(f"/models/{model_id}/actions/tags", data={"csrf": csrf, "add": "production"}).status_code == 303
+    assert ui.http.post(f"/models/{model_id}/actions/publish", data={"csrf": csrf}).status_code == 303
+    model = ui.call("models.get_by_id", {"model": model_id})["model"]
+    assert model["tags"] == ["production"] and model["ready"] is True
+    table = ui.http.get("/models?tag=production&published=yes").text
+    assert "pets-model" in table
+    assert "pets-model" not in ui.http.get("/models?published=no").text
+    assert ui.http.post(f"/models/{model_id}/actions/publish", data={}).status_code == 403
+
+
+def test_hidden_projects_are_listed_on_request(ui):
+    ui.call("projects.create", {"name": "loop/.datasets/pets", "system_tags": ["hidden"]})
+    ui.sign_in()
+    assert ".datasets/pets" not in ui.http.get("/projects").text
+    assert "loop/.datasets/pets" in ui.http.get("/projects?hidden=1").text
+
+
+def test_pages_refuse_to_be_framed(ui):
+    response = ui.http.get("/login")
+    assert response.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
