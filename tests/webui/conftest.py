@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from webui_testing import UIClient, serve_ui  # noqa: E402
+from webui_testing import LiveUI, UIClient, serve_ui  # noqa: E402
 
 from localserver import LocalServer  # noqa: E402
 
@@ -25,7 +25,7 @@ def ui(tmp_path):
 
 @pytest.fixture(scope="session")
 def live_ui(clearml_server):
-    """``(ui_base_url, server)``: the UI over the session server's data. When the HTTP app serves the UI on the
-    API's port, this becomes ``clearml_server.web_url`` (and ``on_ui`` the identity)."""
+    """The UI over the session server's data (base_url, access_key, secret_key). Once the server's HTTP app
+    serves the UI on the API's port, this is ``LiveUI(clearml_server.web_url, ...)`` (and ``on_ui`` a no-op)."""
     with serve_ui(clearml_server.data_dir) as (base_url, server):
-        yield base_url, server
+        yield LiveUI(base_url, server.access_key, server.secret_key)

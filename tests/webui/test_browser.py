@@ -18,8 +18,6 @@ from playwright.sync_api import expect, sync_playwright
 from webui_testing import on_ui
 
 from devstack.processes import run_in_own_group
-from localserver import api
-from localserver.auth import USER_ID
 
 HERE = Path(__file__).parent
 PIPELINE_SCRIPTS = HERE.parent / "localserver" / "scripts"
@@ -53,17 +51,24 @@ def browser_page(chromium, live_ui):
 
 
 def sign_in(page, live_ui, path="/projects"):
-    base, server = live_ui
+    base = live_ui.base_url
     page.goto(base + path)
     assert page.url.startswith(f"{base}/login?next=")
-    page.fill("input[name=access_key]", server.access_key)
-    page.fill("input[name=secret_key]", server.secret_key)
+    page.fill("input[name=access_key]", live_ui.access_key)
+    page.fill("input[name=secret_key]", live_ui.secret_key)
     page.click("button[type=submit]")
     page.wait_for_url(base + path)
 
 
-def printed_links(server, task_id: str) -> list[str]:
-    log = api.call(server, "events.get_task_log", {"task": task_id, "batch_size": 5000}, USER_ID)["events"]
+def api():
+    from clearml.backend_api.session.client import APIClient
+
+    return APIClient()
+
+
+def printed_links(task_id: str) -> list[str]:
+    """The links the SDK printed into the task's console (as stored by the server)."""
+    log = api().events.get_task_log(task=task_id, batch_size=5000).events
     return [match.group(2) for event in log for match in LINK.finditer(str(event.get("msg", "")))]
 
 
@@ -78,7 +83,7 @@ def register_script_task(project: str, name: str, script: Path, tmp_path: Path):
 @pytest.mark.browser
 @pytest.mark.slow
 def test_clone_edit_enqueue_watch_compare(clearml_server, live_ui, browser_page, start_agent, tmp_path):
-    base, server = live_ui
+    base = live_ui.base_url
     page = browser_page
     project = f"webui-{uuid.uuid4().hex[:6]}"
     queue = f"webui-{uuid.uuid4().hex[:6]}"
@@ -103,7 +108,7 @@ def test_clone_edit_enqueue_watch_compare(clearml_server, live_ui, browser_page,
     expect(page.locator("#p-General-epochs")).to_have_value("3")
     shot(page, "task-configuration-draft")
     deadline = time.monotonic() + 60
-    while not any(q["name"] == queue for q in api.call(server, "queues.get_all", {}, USER_ID)["queues"]):
+    while not api().queues.get_all(name=f"^{queue}$"):
         assert time.monotonic() < deadline, "the agent did not create its queue"
         time.sleep(0.5)
     page.reload()
@@ -133,7 +138,7 @@ def test_clone_edit_enqueue_watch_compare(clearml_server, live_ui, browser_page,
     expect(page.locator(".chart[data-metric=loss] .main-svg").first).to_be_visible()
     shot(page, "compare")
 
-    (results_link,) = {link for link in printed_links(server, clone_id) if "/tasks/" in link or "/experiments/" in link}
+    (results_link,) = {link for link in printed_links(clone_id) if "/tasks/" in link or "/experiments/" in link}
     page.goto(on_ui(results_link, base))
     expect(page.locator("nav.tabs a.on")).to_have_text("Console")
     expect(page.locator("#console")).to_contain_text("epoch 3/3 done")
@@ -153,7 +158,7 @@ def test_dataset_lineage_pipeline_dag_and_every_printed_link(
 ):
     from clearml import Dataset
 
-    base, server = live_ui
+    base = live_ui.base_url
     page = browser_page
     project = f"webui-{uuid.uuid4().hex[:6]}"
     versions = []
@@ -181,10 +186,8 @@ def test_dataset_lineage_pipeline_dag_and_every_printed_link(
     controller_id = result.stdout.split("controller ")[-1].split()[0]
 
     # Every link the SDK printed in this flow: the datasets' pages, the controller's pipeline and results pages.
-    links = {
-        f"dataset {d.id}": next(x for x in printed_links(server, d.id) if "/datasets/simple/" in x) for d in versions
-    }
-    for link in printed_links(server, controller_id) + [m.group(2) for m in LINK.finditer(result.stdout)]:
+    links = {f"dataset {d.id}": next(x for x in printed_links(d.id) if "/datasets/simple/" in x) for d in versions}
+    for link in printed_links(controller_id) + [m.group(2) for m in LINK.finditer(result.stdout)]:
         links.setdefault("pipeline" if "/pipelines/" in link else f"results {link}", link)
     assert "pipeline" in links and any(k.startswith("results") for k in links), links
     assert all(link.startswith(clearml_server.web_url) for link in links.values()), links
@@ -224,7 +227,7 @@ def test_dataset_lineage_pipeline_dag_and_every_printed_link(
 def test_signed_out_redirect_and_forged_csrf_are_refused(clearml_server, live_ui, browser_page):
     from clearml import Task
 
-    base, server = live_ui
+    base = live_ui.base_url
     page = browser_page
     draft = Task.create(project_name=f"webui-{uuid.uuid4().hex[:6]}", task_name="draft")
     page.goto(f"{base}/projects/*/tasks/{draft.id}/info-output")
@@ -233,5 +236,4 @@ def test_signed_out_redirect_and_forged_csrf_are_refused(clearml_server, live_ui
     page.locator("#clone-form input[name=csrf]").evaluate("input => input.value = 'forged'")
     page.click("#clone-form button")
     expect(page.locator("#error-message")).to_contain_text("CSRF")
-    clones = api.call(server, "tasks.get_all", {"parent": [draft.id]}, USER_ID)["tasks"]
-    assert clones == []
+    assert len(api().tasks.get_all(parent=draft.id)) == 0

@@ -13,6 +13,7 @@ import re
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -50,6 +51,13 @@ def serve_ui(data_dir):
         uvicorn_server.should_exit = True
         thread.join(10)
         server.close()
+
+
+@dataclass(frozen=True)
+class LiveUI:
+    base_url: str
+    access_key: str
+    secret_key: str
 
 
 def on_ui(link: str, ui_base_url: str) -> str:
