@@ -320,17 +320,21 @@ def latest_plots(view: View, task_id: str) -> list[dict]:
 
 
 DEBUG_ITERATIONS = 5
+MAX_DEBUG_ITERATIONS = 1000  # the most iterations events.debug_images returns in one page
 
 
 def debug_samples(view: View, task_id: str) -> dict:
-    """Images by metric/variant, newest iterations first, paged by ``older`` (iterations skipped)."""
-    older = bounded_int(view.query.get("older"), 0, 1_000_000, 0, "older")
-    metrics = view.api("events.debug_images", {"metrics": [{"task": task_id}]})["metrics"]
+    """Images by metric/variant, newest iterations first; ``older`` skips that many iterations of each metric."""
+    older = bounded_int(view.query.get("older"), 0, MAX_DEBUG_ITERATIONS - DEBUG_ITERATIONS - 1, 0, "older")
+    names = view.api("events.get_task_metrics", {"tasks": [task_id], "event_type": "training_debug_image"})
+    metrics = [m for item in names["metrics"] for m in item.get("metrics") or []]
     groups: dict = {}
-    for item in metrics:
-        for iteration in item.get("iterations") or []:
-            for event in iteration.get("events") or []:
-                groups.setdefault((event.get("metric"), event.get("variant")), {})[event.get("iter")] = event
+    if metrics:
+        body = {"metrics": [{"task": task_id, "metric": m} for m in metrics], "iters": older + DEBUG_ITERATIONS + 1}
+        for item in view.api("events.debug_images", body)["metrics"]:
+            for iteration in item.get("iterations") or []:
+                for event in iteration.get("events") or []:
+                    groups.setdefault((event.get("metric"), event.get("variant")), {})[event.get("iter")] = event
     samples = []
     more = False
     for (metric, variant), by_iter in sorted(groups.items(), key=lambda item: (str(item[0][0]), str(item[0][1]))):

@@ -413,8 +413,10 @@ def test_debug_samples_are_served_through_the_proxy_and_paged_by_iteration(ui):
     page = ui.http.get(f"/projects/*/tasks/{task_id}/output/debugImages").text
     shown = re.findall(r'<img loading="lazy" src="(/_ui/files/p/t\.1/metrics/samples/cat_(\d+)\.png)"', page)
     assert [int(i) for _, i in shown] == [7, 6, 5, 4, 3]
+    assert 'href="?older=5"' in page
     older = ui.http.get(f"/projects/*/tasks/{task_id}/output/debugImages?older=5").text
     assert [int(i) for i in re.findall(r"cat_(\d+)\.png\" alt", older)] == [2, 1, 0]
+    assert "Older" not in older and 'href="?older=0"' in older
 
 
 def test_model_page_and_model_actions(ui):
