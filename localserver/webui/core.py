@@ -179,7 +179,8 @@ class WebUI:
             except ApiError as exc:
                 # An unknown id in a page's address is a 404; in a form, the form's error.
                 missing = request.method == "GET" and is_unknown_id(exc)
-                return self.error_page(view, 404 if missing else 400, "Refused by the server", exc.msg)
+                status = 404 if missing else (exc.code if exc.code in (401, 403, 429) else 400)
+                return self.error_page(view, status, "Refused by the server", exc.msg)
             except Exception as exc:  # noqa: BLE001 - a page never answers with a traceback
                 log.error("web UI error on %s: %s\n%s", request.url.path, exc, traceback.format_exc())
                 return self.error_page(view, 500, "Internal error", f"{type(exc).__name__}: {exc}")
