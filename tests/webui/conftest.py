@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from webui_testing import LiveUI, UIClient, serve_ui
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from webui_testing import LiveUI, UIClient, serve_ui  # noqa: E402
-
-from localserver import LocalServer  # noqa: E402
+from localserver import LocalServer
 
 
 @pytest.fixture
