@@ -25,7 +25,7 @@ Python::
     proc = start_server_process(data_dir, port=0)   # subprocess; .pid .api_url .client_env() .stop() .kill()
 
 Both take ``limits=Limits(...)``; ``EmbeddedServer``/``LocalServer`` also take ``extra_routes`` (Starlette routes
-served after the API and ``/files``: the web UI).
+served after the API and ``/files``; by default the web UI of ``localserver/webui``).
 
 HTTP: a Starlette app (``asgi.py``) on uvicorn (``transport.py``). Every response carries ``Connection: close``
 (the SDK forks processes that inherit pooled connections). Credentials are checked from the headers before any
@@ -42,7 +42,8 @@ at start, never served); ``start_server_process`` adds ``server.log`` and the re
 Errors always answer ``{"meta": ..., "data": {}}`` (the fileserver: ``{"error": ...}``), never a dropped socket:
 unknown endpoints are logged and answered 400; internal errors are logged with a traceback and an error id and
 answered 500 with the id only (500 is not among the codes the SDK retries or waits on: 502/503/509/429).
-No web UI is served unless one is passed in ``extra_routes``.
+Every other path is the web UI (``localserver.webui``): sign in with the access key and secret key; the links
+the SDK prints (``web_server`` is the API's own address) open their pages.
 """
 
 SERVER_VERSION = "2.0.0"

@@ -27,6 +27,7 @@ from .limits import Limits
 from .store import Store
 from .transport import UvicornServer, bind
 from .watchdog import Watchdog, timeout_from_env
+from .webui import routes as webui_routes
 
 log = logging.getLogger("localserver")
 
@@ -50,7 +51,7 @@ def open_store(data_dir: Path) -> Store:
 class LocalServer:
     """Opens the store under ``data_dir`` and binds ``host:port`` (0 picks a free port); :meth:`serve_forever`
     then serves the API, ``/files`` and ``extra_routes`` (Starlette routes, or a function of this server that
-    returns them, e.g. a web UI; see :func:`localserver.asgi.create_app`). ``app`` is the Starlette app."""
+    returns them; by default the web UI; see :func:`localserver.asgi.create_app`). ``app`` is the Starlette app."""
 
     def __init__(
         self,
@@ -62,7 +63,7 @@ class LocalServer:
         task_timeout_sec: float | None = None,
         *,
         limits: Limits | None = None,
-        extra_routes=(),
+        extra_routes=webui_routes,
     ):
         load_services()
         self.data_dir = Path(data_dir).resolve()
@@ -123,7 +124,15 @@ class EmbeddedServer:
     """
 
     def __init__(
-        self, data_dir, host="127.0.0.1", port=0, access_key=None, secret_key=None, *, limits=None, extra_routes=()
+        self,
+        data_dir,
+        host="127.0.0.1",
+        port=0,
+        access_key=None,
+        secret_key=None,
+        *,
+        limits=None,
+        extra_routes=webui_routes,
     ):
         self._server = LocalServer(
             data_dir, host, port, access_key, secret_key, limits=limits, extra_routes=extra_routes

@@ -1,0 +1,237 @@
+"""A user in a real browser (Debian's chromium, Playwright) on the web UI, with the real SDK and a real agent:
+sign in, clone a task, edit General/epochs, enqueue it, watch it complete, read its scalars and confusion
+matrix, compare, walk a dataset's lineage, open a pipeline run's DAG, and open every link the SDK printed."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from devstack.processes import run_in_own_group
+
+HERE = Path(__file__).parent
+PIPELINE_SCRIPTS = HERE.parent / "localserver" / "scripts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+LINK = re.compile(r"ClearML (results|dataset|pipeline) page: (\S+)")
+# Set to a folder to keep screenshots of the pages the tests visit (for reviewing the design).
+SCREENSHOTS = os.environ.get("WEBUI_SCREENSHOTS")
+
+
+def shot(page, name: str) -> None:
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    subprocess.run(["bash", str(HERE.parents[1] / "scripts" / "ensure-chromium.sh")], check=True)
+    return CHROMIUM
+
+
+@pytest.fixture
+def browser_page(chromium, live_ui):
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(20_000)
+        yield page
+        browser.close()
+
+
+def sign_in(page, live_ui, path="/projects"):
+    base = live_ui.base_url
+    page.goto(base + path)
+    assert page.url.startswith(f"{base}/login?next=")
+    page.fill("input[name=access_key]", live_ui.access_key)
+    page.fill("input[name=secret_key]", live_ui.secret_key)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + path)
+
+
+def api():
+    from clearml.backend_api.session.client import APIClient
+
+    return APIClient()
+
+
+def printed_links(task_id: str) -> list[str]:
+    """The links the SDK printed into the task's console (as stored by the server)."""
+    log = api().events.get_task_log(task=task_id, batch_size=5000).events
+    return [match.group(2) for event in log for match in LINK.finditer(str(event.get("msg", "")))]
+
+
+def register_script_task(project: str, name: str, script: Path, tmp_path: Path):
+    from clearml import Task
+
+    copy = tmp_path / script.name
+    shutil.copy(script, copy)
+    return Task.create(project_name=project, task_name=name, script=str(copy), packages=False)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_clone_edit_enqueue_watch_compare(clearml_server, live_ui, browser_page, start_agent, tmp_path):
+    base = live_ui.base_url
+    page = browser_page
+    project = f"webui-{uuid.uuid4().hex[:6]}"
+    queue = f"webui-{uuid.uuid4().hex[:6]}"
+    template = register_script_task(project, "trainer", HERE / "scripts" / "trainer.py", tmp_path)
+    template.set_parameters({"General/epochs": 2})
+    agent = start_agent(queue, create_queue=True, poll_sec=0.5)
+
+    sign_in(page, live_ui)
+    shot(page, "projects")
+    page.get_by_role("link", name=project).click()
+    expect(page.locator("#tasks")).to_contain_text("trainer")
+    page.get_by_role("link", name="trainer", exact=True).click()
+    page.locator("nav.tabs").get_by_role("link", name="Configuration").click()
+    expect(page.locator("#p-General-epochs")).to_have_value("2")
+
+    page.fill("#clone-form input[name=name]", "trainer three epochs")
+    page.click("#clone-form button")
+    expect(page.locator("h1")).to_have_text("trainer three epochs")
+    clone_id = page.locator(".task-head").get_attribute("data-task")
+    page.fill("#p-General-epochs", "3")
+    page.click("#save-params")
+    expect(page.locator("#p-General-epochs")).to_have_value("3")
+    shot(page, "task-configuration-draft")
+    deadline = time.monotonic() + 60
+    while not api().queues.get_all(name=f"^{queue}$"):
+        assert time.monotonic() < deadline, "the agent did not create its queue"
+        time.sleep(0.5)
+    page.reload()
+    page.select_option("#enqueue-form select[name=queue]", label=queue)
+    page.click("#enqueue-form button")
+    expect(page.locator("#task-status")).to_have_text(re.compile("queued|in_progress|completed"))
+    expect(page.locator("#task-status")).to_have_text("completed", timeout=180_000)
+
+    page.locator("nav.tabs").get_by_role("link", name="Console").click()
+    expect(page.locator("#console")).to_contain_text("trained for 3 epochs")
+    shot(page, "task-console")
+    page.locator("nav.tabs").get_by_role("link", name="Scalars").click()
+    chart = page.locator(".chart[data-metric=loss]")
+    expect(chart.locator(".main-svg").first).to_be_visible()
+    expect(chart).to_contain_text("train")
+    expect(chart).to_contain_text("val")
+    shot(page, "task-scalars")
+    page.locator("nav.tabs").get_by_role("link", name="Plots").click()
+    expect(page.locator("figure.plot figcaption")).to_contain_text("confusion / val")
+    expect(page.locator("figure.plot .main-svg").first).to_be_visible()
+    expect(page.locator("figure.plot")).to_contain_text("dog")
+    shot(page, "task-plots")
+
+    page.goto(f"{base}/compare?ids={template.id},{clone_id}")
+    epochs_row = page.locator("#compare-params tr.differs", has_text="General/epochs")
+    expect(epochs_row.locator("td")).to_have_text(["General/epochs ≠", "2", "3"])
+    expect(page.locator(".chart[data-metric=loss] .main-svg").first).to_be_visible()
+    shot(page, "compare")
+
+    (results_link,) = {link for link in printed_links(clone_id) if "/tasks/" in link or "/experiments/" in link}
+    page.goto(results_link)
+    expect(page.locator("nav.tabs a.on")).to_have_text("Console")
+    expect(page.locator("#console")).to_contain_text("epoch 3/3 done")
+
+    page.goto(f"{base}/workers-and-queues")
+    expect(page.locator("#workers")).to_contain_text(agent.worker_id)
+    expect(page.locator(f"[id='queue-{queue}']")).to_contain_text("0 pending")
+    shot(page, "workers-and-queues")
+    page.goto(f"{base}/projects/{template.project}/tasks")
+    shot(page, "tasks-table")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_dataset_lineage_pipeline_dag_and_every_printed_link(
+    clearml_server, clearml_env, live_ui, browser_page, tmp_path
+):
+    from clearml import Dataset
+
+    page = browser_page
+    project = f"webui-{uuid.uuid4().hex[:6]}"
+    versions = []
+    for index, files in enumerate([["a.txt", "b.txt"], ["c.txt"]]):
+        folder = tmp_path / f"v{index}"
+        folder.mkdir()
+        for name in files:
+            (folder / name).write_text(name * (index + 3))
+        dataset = Dataset.create(
+            dataset_name="pets", dataset_project=project, parent_datasets=[d.id for d in versions] or None
+        )
+        dataset.add_files(folder)
+        dataset.upload()
+        dataset.finalize()
+        versions.append(dataset)
+    register_script_task(project, "base-step", PIPELINE_SCRIPTS / "step.py", tmp_path)
+    shutil.copy(PIPELINE_SCRIPTS / "pipeline.py", tmp_path / "pipeline.py")
+    result = run_in_own_group(
+        [sys.executable, str(tmp_path / "pipeline.py"), "local"],
+        env={**os.environ, **clearml_env, "PIPELINE_PROJECT": project},
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+    controller_id = result.stdout.split("controller ")[-1].split()[0]
+
+    # Every link the SDK printed in this flow: the datasets' pages, the controller's pipeline and results pages.
+    links = {f"dataset {d.id}": next(x for x in printed_links(d.id) if "/datasets/simple/" in x) for d in versions}
+    for link in printed_links(controller_id) + [m.group(2) for m in LINK.finditer(result.stdout)]:
+        links.setdefault("pipeline" if "/pipelines/" in link else f"results {link}", link)
+    assert "pipeline" in links and any(k.startswith("results") for k in links), links
+    assert all(link.startswith(clearml_server.web_url) for link in links.values()), links
+
+    sign_in(page, live_ui, "/datasets")
+    child_link = links[f"dataset {versions[1].id}"]
+    page.goto(child_link)
+    expect(page.locator("h1")).to_contain_text("pets")
+    expect(page.locator("#parents")).to_contain_text(versions[0].id)
+    expect(page.locator("#changes")).to_contain_text("c.txt")
+    expect(page.locator("#changes")).not_to_contain_text("a.txt")
+    graph = page.locator("svg.graph")
+    expect(graph.locator(f"[data-node='{versions[0].id}']")).to_be_visible()
+    expect(graph.locator(".edge")).to_have_count(1)
+    graph.locator(f"[data-node='{versions[0].id}']").click()
+    expect(page.locator("#parents")).to_contain_text("none")
+    expect(page.locator("#changes")).to_contain_text("a.txt")
+    page.goto(child_link)
+    shot(page, "dataset-version")
+
+    page.goto(links["pipeline"])
+    dag = page.locator("#dag svg.graph")
+    expect(dag.locator("[data-node='step-one']")).to_contain_text("completed")
+    expect(dag.locator("[data-node='step-two']")).to_contain_text("completed")
+    expect(dag.locator(".edge")).to_have_count(1)
+    shot(page, "pipeline-run")
+    dag.locator("[data-node='step-two']").click()
+    expect(page.locator("h1")).to_have_text("step-two")
+
+    for kind, link in links.items():
+        response = page.goto(link)
+        assert response.status == 200, (kind, link)
+        assert "Not found" not in page.title()
+
+
+@pytest.mark.browser
+def test_signed_out_redirect_and_forged_csrf_are_refused(clearml_server, live_ui, browser_page):
+    from clearml import Task
+
+    base = live_ui.base_url
+    page = browser_page
+    draft = Task.create(project_name=f"webui-{uuid.uuid4().hex[:6]}", task_name="draft")
+    page.goto(f"{base}/projects/*/tasks/{draft.id}/info-output")
+    assert page.url == f"{base}/login?next=%2Fprojects%2F%2A%2Ftasks%2F{draft.id}%2Finfo-output"
+    sign_in(page, live_ui, f"/projects/*/tasks/{draft.id}/info-output")
+    page.locator("#clone-form input[name=csrf]").evaluate("input => input.value = 'forged'")
+    page.click("#clone-form button")
+    expect(page.locator("#error-message")).to_contain_text("CSRF")
+    assert len(api().tasks.get_all(parent=draft.id)) == 0
