@@ -62,6 +62,10 @@ def _close_current_task() -> None:
     task = clearml.Task.current_task() if clearml is not None else None
     if task is not None:
         task.close()
+    # Task.init marks this process as the "master" in the environment; a script started later with os.environ
+    # would take itself for a forked child of that closed task and get a stub instead of its own task.
+    for key in ("CLEARML_PROC_MASTER_ID", "TRAINS_PROC_MASTER_ID"):
+        os.environ.pop(key, None)
 
 
 @pytest.fixture(autouse=True)
