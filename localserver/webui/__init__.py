@@ -35,13 +35,12 @@ def login_page(view: View):
     access_key = text_field(view.form, "access_key", "Access key", required=False)
     secret_key = text_field(view.form, "secret_key", "Secret key", required=False)
     target = safe_next(view.form.get("next") if isinstance(view.form.get("next"), str) else None)
-    # Guesses here count against the same per-address budget as the API's auth.login, where the server has one.
-    throttle = getattr(view.ui.server, "login_throttle", None)
+    # Guesses here count against the same per-address budget as the API's auth.login.
+    throttle = view.ui.server.login_throttle
     address = view.request.client.host if view.request.client else ""
-    if throttle is not None:
-        throttle.check(address)
+    throttle.check(address)
     if not view.ui.credentials_valid(access_key, secret_key):
-        if throttle is not None and (access_key or secret_key):
+        if access_key or secret_key:
             throttle.failed(address)
         error = "Wrong access key or secret key." if access_key or secret_key else "Enter the server's keys."
         return view.render("login.html", status_code=401, next=target, error=error)

@@ -68,6 +68,19 @@ def test_wrong_keys_are_refused_without_a_session(ui):
     assert ui.http.get("/projects").status_code == 303
 
 
+def test_ui_sign_in_guesses_share_the_api_login_throttle(ui):
+    for _ in range(ui.server.limits.login_failures_per_minute):
+        assert ui.http.post("/login", data={"access_key": "x", "secret_key": "guess"}).status_code == 401
+    keys = {"access_key": ui.server.access_key, "secret_key": ui.server.secret_key}
+    response = ui.http.post("/login", data=keys)
+    assert response.status_code == 429 and "Too many failed login attempts" in response.text
+    assert "set-cookie" not in response.headers
+
+
+def test_pages_ask_for_no_favicon_which_has_the_shape_of_an_api_path(ui):
+    assert '<link rel="icon" href="data:,">' in ui.http.get("/login").text
+
+
 def test_a_tampered_cookie_is_signed_out(ui):
     ui.sign_in()
     cookie = ui.http.cookies["localserver_ui"]
