@@ -9,8 +9,12 @@ import pytest
 from clearml import Model, Task
 
 from devstack.agents import execute_task
-from tasks import bootstrap_dataset, common, register
-from tests.tasks import support
+from loop import datasets, registry, settings, stages
+from loop.errors import StageError
+from tasks import bootstrap_dataset, register
+from tasks.evaluate import EVALUATION_ARTIFACT
+from tasks.prepare_data import load_split
+from tests import support
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +33,7 @@ def dataset_id(tmp_path_factory):
     (folder / "cat" / "empty.jpg").write_bytes(b"")
     (folder / "dog" / "notes.jpg").write_text("not an image")
     shutil.copy(folder / "cat" / "cat_00000.jpg", folder / "cat" / "zz_copy.jpg")
-    return common.create_dataset_version(folder)
+    return datasets.create_version(folder)
 
 
 def train_evaluate_register(env, prepare_id: str, *train_args: str) -> SimpleNamespace:
@@ -38,7 +42,7 @@ def train_evaluate_register(env, prepare_id: str, *train_args: str) -> SimpleNam
     model_id = train.models["output"][-1].id
     support.run_module(env, "tasks.evaluate", "--prepare-task-id", prepare_id, "--model-id", model_id)
     evaluate = support.newest_task("evaluate")
-    previous = common.production_model()
+    previous = registry.production_model()
     support.run_module(env, "tasks.register_model", "--evaluate-task-id", evaluate.id)
     return SimpleNamespace(
         train=train,
@@ -64,7 +68,7 @@ def good(env, prepare):
 def test_prepare_data_stores_the_split_and_reports_bad_files(prepare, dataset_id):
     assert prepare.get_status() == "completed"
     assert prepare.get_parameter("General/dataset_id") == dataset_id
-    split = common.load_split(prepare.id)
+    split = load_split(prepare.id)
     assert split.dataset_id == dataset_id
     assert split.classes == ["cat", "dog"]
     assert len(split.train) + len(split.val) == 32
@@ -85,16 +89,16 @@ def test_train_registers_the_model_on_the_files_server(good, dataset_id, clearml
     assert model.framework == "PyTorch"
     assert model.labels == {"cat": 0, "dog": 1}
     assert model.url.startswith(clearml_server.files_url)
-    assert model.project == Task.get_project_id(common.PROJECT)
+    assert model.project == Task.get_project_id(settings.PROJECT)
     assert model.get_metadata("dataset_id") == dataset_id
     assert model.get_metadata("parent_model_id") == ""
-    assert common.load_checkpoint(model.id).classes == ["cat", "dog"]
+    assert registry.load_checkpoint(model.id).classes == ["cat", "dog"]
     scalars = good.train.get_reported_scalars()
     assert len(scalars["accuracy"]["val"]["x"]) == 3, "one validation accuracy per epoch"
 
 
 def test_evaluate_scores_the_candidate_on_the_validation_split(good):
-    evaluation = common.task_artifact(good.evaluate.id, common.EVALUATION_ARTIFACT)
+    evaluation = stages.task_artifact(good.evaluate.id, EVALUATION_ARTIFACT)
     assert evaluation["model_id"] == good.model_id
     assert evaluation["candidate"]["accuracy"] >= 0.9
     assert evaluation["production_model_id"] == good.previous_production
@@ -105,12 +109,12 @@ def test_evaluate_scores_the_candidate_on_the_validation_split(good):
 def test_gate_publishes_a_good_model_and_moves_the_production_tag(good):
     model = Model(model_id=good.model_id)
     assert model.published
-    assert common.PRODUCTION_TAG in model.tags and common.CANDIDATE_TAG not in model.tags
-    assert common.production_model().id == good.model_id
+    assert settings.PRODUCTION_TAG in model.tags and settings.CANDIDATE_TAG not in model.tags
+    assert registry.production_model().id == good.model_id
     assert "promoted" in model.comment and "not promoted" not in model.comment
     assert model.get_metadata("promotion").startswith("promoted")
     if good.previous_production:
-        assert common.PRODUCTION_TAG not in Model(model_id=good.previous_production).tags
+        assert settings.PRODUCTION_TAG not in Model(model_id=good.previous_production).tags
 
 
 def test_gate_refuses_a_worse_model(env, prepare, good):
@@ -119,10 +123,12 @@ def test_gate_refuses_a_worse_model(env, prepare, good):
     )
     model = Model(model_id=worse.model_id)
     assert not model.published
-    assert common.PRODUCTION_TAG not in model.tags
+    assert settings.PRODUCTION_TAG not in model.tags
     assert "not promoted" in model.comment
-    assert common.production_model().id == good.model_id
-    assert common.task_artifact(worse.register.id, "decision")["promoted"] is False
+    assert registry.production_model().id == good.model_id
+    decision = stages.task_artifact(worse.register.id, "decision")
+    assert decision["promoted"] is False and decision["compared_with"] == good.model_id
+    assert worse.register.get_user_properties(value_only=True)["compared_with"] == good.model_id
 
 
 def test_a_template_clone_runs_on_an_agent_with_its_edited_parameters(env, prepare, dataset_id, tmp_path):
@@ -134,11 +140,11 @@ def test_a_template_clone_runs_on_an_agent_with_its_edited_parameters(env, prepa
     assert result.returncode == 0, result.stdout[-4000:]
     clone.reload()
     assert clone.get_status() == "completed"
-    wide, narrow = common.load_split(clone.id), common.load_split(prepare.id)
+    wide, narrow = load_split(clone.id), load_split(prepare.id)
     # A file's side depends on its hash alone: raising the fraction only moves files into validation.
     assert {f.relpath for f in narrow.val} < {f.relpath for f in wide.val}
 
 
 def test_bootstrap_refuses_a_second_base_version(dataset_id, tmp_path):
-    with pytest.raises(SystemExit, match="already has version"):
+    with pytest.raises(StageError, match="already has version"):
         bootstrap_dataset.bootstrap(support.image_folder(tmp_path, ["cat", "dog"], 1))

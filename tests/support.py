@@ -1,17 +1,17 @@
-"""Helpers for tests that run the ClearML entry points as real processes against the session's server."""
+"""Helpers shared by the tests (fixtures are in conftest.py): ClearML entry points run as real processes against
+the session's server, task lookups and generated image folders. Ports and polling come from
+`devstack.processes` (`free_port`, `wait_until`), which the dev stack and the benchmarks use too."""
 
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from clearml import Task
 
 from classifier.synthetic import make_image_folder
 from devstack.processes import independent_environ, run_in_own_group
-from tasks import common
+from loop import settings, stages
 
 
 def run_module(env: dict[str, str], module: str, *args: str, timeout: float = 240, check: bool = True):
@@ -24,22 +24,10 @@ def run_module(env: dict[str, str], module: str, *args: str, timeout: float = 24
     return result
 
 
-def newest_task(name: str, project: str = common.PROJECT) -> Task:
-    found = common.find_tasks(project, name)
+def newest_task(name: str, project: str = settings.PROJECT) -> Task:
+    found = stages.find_tasks(project, name)
     assert found, f"no task {name!r} in {project}"
     return found[0]
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 1.0):
-    """Poll `condition` until it returns something truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def image_folder(root: Path, classes: list[str], per_class: int, start: int = 0) -> Path:
