@@ -23,13 +23,14 @@ Every judgement (which model it compared with, promote or not, why) is recorded 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from clearml import Model, Task
+from clearml import Model
 from clearml.backend_api.session.client import APIClient
 
 from loop import settings
@@ -121,7 +122,9 @@ def set_metadata(model_id: str, values: Mapping[str, Any]) -> None:
 
 
 def _project_id(project: str) -> str | None:
-    return Task.get_project_id(project)
+    # Not Task.get_project_id: it answers None on any error, which would read as "no production model".
+    found = APIClient().projects.get_all(name=f"^{re.escape(project)}$", search_hidden=True, only_fields=["id"])
+    return found[0].id if found else None
 
 
 def _as_model(raw) -> RegistryModel:
