@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from clearml import InputModel
 
+from devstack.processes import wait_until
 from loop import registry, settings
 from loop.errors import StageError
 from loop.lock import ServerLock
@@ -57,11 +59,12 @@ class Observer(threading.Thread):
 
 
 def start_candidates(env: dict, project: str, model_ids: list[str], judge_seconds: float) -> list[subprocess.Popen]:
-    start_at = time.time() + 4.0  # every process has imported the SDK by then
-    return [
+    """One promoting process per model, released together once every one of them has imported the SDK."""
+    go = Path(tempfile.mkdtemp(prefix="promote-", dir=env["PROMOTION_TEST_DIR"])) / "go"
+    processes = [
         subprocess.Popen(
             [sys.executable, str(CANDIDATE_SCRIPT), "--project", project, "--model-id", model_id]
-            + ["--start-at", str(start_at), "--judge-seconds", str(judge_seconds)],
+            + ["--go-file", str(go), "--judge-seconds", str(judge_seconds)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -70,6 +73,9 @@ def start_candidates(env: dict, project: str, model_ids: list[str], judge_second
         )
         for model_id in model_ids
     ]
+    wait_until(lambda: len(list(go.parent.glob("go.ready-*"))) == len(processes), 60, "the candidates", 0.02)
+    go.touch()
+    return processes
 
 
 def finish(processes: list[subprocess.Popen], timeout: float = 120) -> list[dict]:
@@ -98,8 +104,8 @@ def assert_never_none_nor_two(samples: list[tuple[int, str | None]]) -> None:
 
 
 @pytest.fixture
-def env(clearml_env):
-    return {**os.environ, **clearml_env}
+def env(clearml_env, tmp_path):
+    return {**os.environ, **clearml_env, "PROMOTION_TEST_DIR": str(tmp_path)}
 
 
 def test_overlapping_promotions_keep_one_production_model_and_end_with_the_best(clearml_server, env):
@@ -161,8 +167,8 @@ def test_rollback_takes_the_same_lock_and_keeps_one_production_model(clearml_ser
     observer = Observer(project)
     observer.start()
     try:
-        candidates = start_candidates(env, project, ids[2:], judge_seconds=0.5)
-        time.sleep(4.2)  # the candidate is judging against ids[1] now
+        candidates = start_candidates(env, project, ids[2:], judge_seconds=1.5)
+        time.sleep(0.3)  # the candidate is judging against ids[1] now
         assert registry.rollback(project) == (ids[1], ids[0])
         (record,) = finish(candidates)
         rolled_back_twice = registry.rollback(project)
