@@ -17,7 +17,7 @@ from pathlib import Path
 from clearml import OutputModel, Task
 
 from classifier.train import TrainConfig, train
-from loop import datasets, registry, stages
+from loop import datasets, registry, settings, stages
 from loop.errors import StageError
 from tasks.prepare_data import load_split
 
@@ -39,9 +39,9 @@ def run(task: Task, params: dict) -> str:
     if parent_id and parent_id != params["parent_model_id"]:
         task.set_parameter(f"{stages.PARAM_SECTION}/parent_model_id", parent_id)
 
-    settings = {key: value for key, value in params.items() if key not in ("prepare_task_id", "parent_model_id")}
+    training = {key: value for key, value in params.items() if key not in ("prepare_task_id", "parent_model_id")}
     try:
-        config = TrainConfig.from_dict(settings | {"embedding_cache_dir": "", "progress": False})
+        config = TrainConfig.from_dict(training | {"embedding_cache_dir": "", "progress": False})
     except ValueError as error:
         raise StageError(f"invalid training parameters: {error}") from error
     logger = task.get_logger()
