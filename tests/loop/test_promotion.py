@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -20,6 +19,7 @@ from devstack.processes import wait_until
 from loop import registry, settings
 from loop.errors import StageError
 from loop.lock import ServerLock
+from tests.support import RegistryObserver, assert_never_none_nor_two
 
 CANDIDATE_SCRIPT = Path(__file__).with_name("promote_candidate.py")
 ROUNDS = [[0.70, 0.90, 0.80, 0.60], [0.85, 0.95, 0.50, 0.93]]  # the best overall comes in the second round
@@ -35,27 +35,6 @@ def register_candidate(project: str, name: str, accuracy: float) -> str:
     )
     registry.set_metadata(model.id, {"accuracy": accuracy})
     return model.id
-
-
-class Observer(threading.Thread):
-    """Polls the registry as fast as it can: the models carrying the tag (published), and what readers resolve."""
-
-    def __init__(self, project: str):
-        super().__init__(daemon=True)
-        self.project = project
-        self.samples: list[tuple[int, str | None]] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            tagged = {m.id for m in registry.list_models(self.project, settings.PRODUCTION_TAG, published_only=True)}
-            resolved = registry.production_model(self.project)
-            self.samples.append((len(tagged), resolved.id if resolved else None))
-
-    def finish(self) -> list[tuple[int, str | None]]:
-        self.stop.set()
-        self.join()
-        return self.samples
 
 
 def start_candidates(env: dict, project: str, model_ids: list[str], judge_seconds: float) -> list[subprocess.Popen]:
@@ -91,18 +70,6 @@ def finish(processes: list[subprocess.Popen], timeout: float = 120) -> list[dict
     return records
 
 
-def assert_never_none_nor_two(samples: list[tuple[int, str | None]]) -> None:
-    """Once a model carries the tag, one or two (for the instant of a move) always do; once a reader resolved a
-    production model, every later reader does. (The two figures of a sample come from two queries, one after
-    the other, so each is checked on its own.)"""
-    counts = [count for count, _ in samples]
-    first_tagged = next(index for index, count in enumerate(counts) if count)
-    assert all(1 <= count <= 2 for count in counts[first_tagged:]), sorted(set(counts[first_tagged:]))
-    resolved = [model_id for _, model_id in samples]
-    first_resolved = next(index for index, model_id in enumerate(resolved) if model_id)
-    assert all(resolved[first_resolved:]), "a reader found no production model after the first promotion"
-
-
 @pytest.fixture
 def env(clearml_env, tmp_path):
     return {**os.environ, **clearml_env, "PROMOTION_TEST_DIR": str(tmp_path)}
@@ -112,7 +79,7 @@ def test_overlapping_promotions_keep_one_production_model_and_end_with_the_best(
     project = f"promotion-{uuid.uuid4().hex[:8]}"
     accuracy: dict[str, float] = {}
     records: list[dict] = []
-    observer = Observer(project)
+    observer = RegistryObserver(project)
     observer.start()
     try:
         for number, values in enumerate(ROUNDS):
@@ -164,7 +131,7 @@ def test_rollback_takes_the_same_lock_and_keeps_one_production_model(clearml_ser
     finish(start_candidates(env, project, ids[1:2], 0.0))
     assert registry.production_model(project).id == ids[1]
 
-    observer = Observer(project)
+    observer = RegistryObserver(project)
     observer.start()
     try:
         candidates = start_candidates(env, project, ids[2:], judge_seconds=1.5)

@@ -121,15 +121,38 @@ def test_a_version_with_a_new_class_triggers_one_run_that_grows_the_model(loop, 
     assert grown.metadata["parent_model_id"] == old.id
 
 
-def test_two_new_versions_start_two_runs(loop, scheduler):
+def test_two_new_versions_start_two_runs_that_end_with_one_production_model(loop, scheduler):
     before = {run.id for run in triggered_runs()}
     versions = {new_version(loop, "more-a", ["cat", "dog"], 100), new_version(loop, "more-b", ["cat", "dog"], 200)}
-    assert sdk_private.poll_triggers_once(scheduler)
-    assert not sdk_private.poll_triggers_once(scheduler)
-    runs = [run for run in triggered_runs() if run.id not in before]
-    assert {run.get_parameter("Args/dataset_id") for run in runs} == versions
-    assert [wait_finished(run.id) for run in runs] == ["completed", "completed"]
+    observer = support.RegistryObserver(settings.PROJECT, interval=0.05)
+    observer.start()
+    try:
+        assert sdk_private.poll_triggers_once(scheduler)
+        assert not sdk_private.poll_triggers_once(scheduler)
+        runs = [run for run in triggered_runs() if run.id not in before]
+        assert {run.get_parameter("Args/dataset_id") for run in runs} == versions
+        assert [wait_finished(run.id) for run in runs] == ["completed", "completed"]
+    finally:
+        support.assert_never_none_nor_two(observer.finish())
+    tagged = registry.list_models(settings.PROJECT, settings.PRODUCTION_TAG, include_archived=True)
+    assert [model.id for model in tagged] == [registry.production_model().id]
+    # Each run's register_model step records what its candidate was compared with, and the promotions chain:
+    # a run that promoted after the other compared with the other's model, not with the model both started from.
+    decisions = [stages.task_artifact(step(run.id, "register_model").id, "decision") for run in runs]
+    assert all(decision["compared_with"] and decision["judgements"] for decision in decisions)
+    promoted = sorted(
+        (d for d in decisions if d["promoted"]), key=lambda d: registry.find_model(d["model_id"]).promotion_seq
+    )
+    assert promoted, decisions
+    for earlier, later in zip(promoted, promoted[1:], strict=False):
+        assert later["compared_with"] == earlier["model_id"]
+    assert tagged[0].id == promoted[-1]["model_id"]
     assert registry.production_model().metadata["dataset_id"] in versions
+
+
+def step(run_id: str, name: str) -> Task:
+    (found,) = [t for t in Task.get_tasks(task_filter={"parent": run_id, "search_hidden": True}) if t.name == name]
+    return found
 
 
 def test_a_failing_step_fails_the_run_and_keeps_production(loop):
