@@ -38,6 +38,11 @@ class Stage:
             module = sys.modules["__main__"].__spec__.name
         return f"{module}:main"
 
+    @property
+    def script_name(self) -> str:
+        """The file name an agent gives the stage's literal script."""
+        return f"{self.name}_step.py"
+
 
 def main(stage: Stage, argv: list[str] | None = None) -> Any:
     params = parse_cli(stage.defaults, stage.description, argv)
@@ -88,7 +93,7 @@ def init_stage_task(stage: Stage, params: dict[str, Any]) -> tuple[Task, dict[st
     )
     if Task.running_locally():
         # Record the stage's entry point, not this process's command line: a clone then runs like a template.
-        set_literal_script(task, stage.entry, f"{stage.name}_step.py")
+        set_literal_script(task, stage.entry, stage.script_name)
     if not task.output_uri:
         # Under an agent `output_uri=True` above is ignored; a model must still reach the files server.
         task.output_uri = True

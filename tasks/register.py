@@ -39,7 +39,7 @@ def register_template(stage: stages.Stage) -> str:
             detect_repository=False,
         )
         task.add_tags([TEMPLATE_TAG])
-    stages.set_literal_script(task, stage.entry, f"{stage.name}_step.py")
+    stages.set_literal_script(task, stage.entry, stage.script_name)
     stored = task.get_parameters(cast=False) or {}
     missing = {
         f"{stages.PARAM_SECTION}/{name}": value
