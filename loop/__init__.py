@@ -4,6 +4,7 @@
     errors       StageError: a failure the user can fix; only entry points turn it into an exit code
     registry     the model registry: production lookup, promotion (compare-and-set), rollback, metadata, download
     lock         the server-side mutex that serialises promotions
+    api          the shared REST client
     datasets     dataset versions: the newest, a local copy, a new (child) version
     stages       the stage runner: CLI, Task.init and connected parameters, literal scripts, task lookups
     sdk_private  every call into the clearml SDK's private API, pinned by tests/loop/test_sdk_private.py

@@ -24,9 +24,8 @@ import socket
 import time
 from dataclasses import dataclass
 
-from clearml.backend_api.session.client import APIClient, APIError
-
 from loop import settings
+from loop.api import APIError, client
 from loop.errors import StageError
 
 log = logging.getLogger(__name__)
@@ -69,7 +68,6 @@ class ServerLock:
             }
         )
         self.lock_id: str | None = None
-        self._client = APIClient()
 
     def __enter__(self) -> ServerLock:
         self.acquire()
@@ -83,9 +81,9 @@ class ServerLock:
         first_seen: dict[str, float] = {}
         while True:
             try:
-                self.lock_id = self._client.projects.create(
-                    name=self.name, description=self.holder, system_tags=["hidden"]
-                ).id
+                self.lock_id = (
+                    client().projects.create(name=self.name, description=self.holder, system_tags=["hidden"]).id
+                )
                 return
             except APIError as error:
                 if error.codes != NOT_UNIQUE:
@@ -126,14 +124,14 @@ class ServerLock:
 
     def state(self) -> LockState | None:
         """The lock as the server has it now, or None when nobody holds it."""
-        found = self._client.projects.get_all(
+        found = client().projects.get_all(
             name=f"^{re.escape(self.name)}$", search_hidden=True, only_fields=["id", "description"]
         )
         return LockState(found[0].id, found[0].description or "") if found else None
 
     def _delete(self, lock_id: str) -> bool:
         try:
-            self._client.projects.delete(project=lock_id, force=True)
+            client().projects.delete(project=lock_id, force=True)
             return True
         except APIError as error:
             if error.codes == INVALID_PROJECT:

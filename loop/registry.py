@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from clearml import Model
-from clearml.backend_api.session.client import APIClient
 
 from loop import settings
+from loop.api import client
 from loop.errors import StageError
 from loop.lock import ServerLock
 
@@ -115,7 +115,7 @@ def decode_metadata(entries: Mapping[str, Mapping[str, str]] | None) -> dict[str
 
 def set_metadata(model_id: str, values: Mapping[str, Any]) -> None:
     """Add or replace these metadata entries of the model, readable in the UI and by `decode_metadata`."""
-    APIClient().models.add_or_update_metadata(model=model_id, metadata=encode_metadata(values))
+    client().models.add_or_update_metadata(model=model_id, metadata=encode_metadata(values))
 
 
 # ----------------------------------------------------------------------------------------------- lookups
@@ -123,7 +123,7 @@ def set_metadata(model_id: str, values: Mapping[str, Any]) -> None:
 
 def _project_id(project: str) -> str | None:
     # Not Task.get_project_id: it answers None on any error, which would read as "no production model".
-    found = APIClient().projects.get_all(name=f"^{re.escape(project)}$", search_hidden=True, only_fields=["id"])
+    found = client().projects.get_all(name=f"^{re.escape(project)}$", search_hidden=True, only_fields=["id"])
     return found[0].id if found else None
 
 
@@ -157,11 +157,11 @@ def list_models(
         query["ready"] = True
     if not include_archived:
         query["system_tags"] = ["-archived"]
-    return [_as_model(raw) for raw in APIClient().models.get_all(**query)]
+    return [_as_model(raw) for raw in client().models.get_all(**query)]
 
 
 def find_model(model_id: str) -> RegistryModel:
-    found = APIClient().models.get_all(id=[model_id], only_fields=_FIELDS)
+    found = client().models.get_all(id=[model_id], only_fields=_FIELDS)
     if not found:
         raise StageError(f"model {model_id!r} not found")
     return _as_model(found[0])
@@ -227,8 +227,8 @@ def promote(
     for _ in range(max_rounds):
         production = production_model(project, tag)
         compared_with = production.id if production else None
-        if compared_with == candidate_id:
-            raise StageError(f"model {candidate_id} is already the production model")
+        if compared_with == candidate_id:  # a retried run whose promotion went through before
+            return PromotionRecord(candidate_id, True, "already the production model", None, [], judgements)
         decision = judge(production)
         judgements.append(Judgement(compared_with, bool(decision.promote), str(decision.reason)))
         with promotion_lock(project, f"promote {candidate_id}"):
@@ -258,7 +258,7 @@ def _record(record: PromotionRecord) -> None:
         },
     )
     model = find_model(record.candidate_id)
-    APIClient().models.edit(model=model.id, comment=f"{model.comment}\n{verdict}: {record.reason}".strip())
+    client().models.edit(model=model.id, comment=f"{model.comment}\n{verdict}: {record.reason}".strip())
 
 
 def _move_tag(target_id: str, current: RegistryModel | None, project: str, tag: str) -> list[str]:
@@ -267,16 +267,16 @@ def _move_tag(target_id: str, current: RegistryModel | None, project: str, tag: 
     Order matters for readers (see the module docstring): the promotion number first, then publish, then the
     tag, and only then the tag comes off the others.
     """
-    client = APIClient()
+    api = client()
     set_metadata(target_id, {SEQ_KEY: (current.promotion_seq if current else 0) + 1})
     target = find_model(target_id)
     if not target.published:
         Model(model_id=target_id).publish()
-    client.models.edit(model=target_id, tags=sorted({*target.tags, tag} - {settings.CANDIDATE_TAG}))
+    api.models.edit(model=target_id, tags=sorted({*target.tags, tag} - {settings.CANDIDATE_TAG}))
     previous = []
     for other in list_models(project, tag, include_archived=True):
         if other.id != target_id:
-            client.models.edit(model=other.id, tags=[t for t in other.tags if t != tag])
+            api.models.edit(model=other.id, tags=[t for t in other.tags if t != tag])
             previous.append(other.id)
     return previous
 
@@ -299,5 +299,5 @@ def rollback(project: str = settings.PROJECT, tag: str = settings.PRODUCTION_TAG
         reason = f"production again after rollback from {current.id}"
         _move_tag(target.id, current, project, tag)
         set_metadata(target.id, {"compared_with": current.id, "promotion": reason})
-        APIClient().models.edit(model=target.id, comment=f"{target.comment}\n{reason}".strip())
+        client().models.edit(model=target.id, comment=f"{target.comment}\n{reason}".strip())
     return current.id, target.id

@@ -11,7 +11,8 @@ from clearml import Model, Task
 from devstack.agents import execute_task
 from loop import datasets, registry, settings, stages
 from loop.errors import StageError
-from tasks import bootstrap_dataset, register
+from tasks import bootstrap_dataset
+from tasks import register as register_stage
 from tasks.evaluate import EVALUATION_ARTIFACT
 from tasks.prepare_data import load_split
 from tests import support
@@ -36,21 +37,24 @@ def dataset_id(tmp_path_factory):
     return datasets.create_version(folder)
 
 
-def train_evaluate_register(env, prepare_id: str, *train_args: str) -> SimpleNamespace:
+def train_and_evaluate(env, prepare_id: str, *train_args: str) -> SimpleNamespace:
     support.run_module(env, "tasks.train", "--prepare-task-id", prepare_id, *train_args)
     train = support.newest_task("train")
     model_id = train.models["output"][-1].id
     support.run_module(env, "tasks.evaluate", "--prepare-task-id", prepare_id, "--model-id", model_id)
-    evaluate = support.newest_task("evaluate")
+    return SimpleNamespace(train=train, evaluate=support.newest_task("evaluate"), model_id=model_id)
+
+
+def register(env, run: SimpleNamespace, *register_args: str) -> SimpleNamespace:
     previous = registry.production_model()
-    support.run_module(env, "tasks.register_model", "--evaluate-task-id", evaluate.id)
-    return SimpleNamespace(
-        train=train,
-        evaluate=evaluate,
-        register=support.newest_task("register_model"),
-        model_id=model_id,
-        previous_production=previous.id if previous else None,
-    )
+    support.run_module(env, "tasks.register_model", "--evaluate-task-id", run.evaluate.id, *register_args)
+    run.register = support.newest_task("register_model")
+    run.previous_production = previous.id if previous else None
+    return run
+
+
+def train_evaluate_register(env, prepare_id: str, *train_args: str) -> SimpleNamespace:
+    return register(env, train_and_evaluate(env, prepare_id, *train_args))
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +136,8 @@ def test_gate_refuses_a_worse_model(env, prepare, good):
 
 
 def test_a_template_clone_runs_on_an_agent_with_its_edited_parameters(env, prepare, dataset_id, tmp_path):
-    templates = register.register_templates()
-    assert register.register_templates() == templates, "registering again must update the same templates"
+    templates = register_stage.register_templates()
+    assert register_stage.register_templates() == templates, "registering again must update the same templates"
     clone = Task.clone(source_task=templates["prepare_data"], name="prepare_data (edited)")
     clone.set_parameters({"General/dataset_id": dataset_id, "General/val_fraction": 0.5})
     result = execute_task(env, tmp_path, clone.id, timeout=180)
@@ -148,3 +152,18 @@ def test_a_template_clone_runs_on_an_agent_with_its_edited_parameters(env, prepa
 def test_bootstrap_refuses_a_second_base_version(dataset_id, tmp_path):
     with pytest.raises(StageError, match="already has version"):
         bootstrap_dataset.bootstrap(support.image_folder(tmp_path, ["cat", "dog"], 1))
+
+
+def test_a_candidate_evaluated_against_an_older_production_model_is_evaluated_again(env, prepare, good):
+    """Two candidates evaluated against the same production model; the first one's promotion makes the second
+    one's evaluation stale, so register_model evaluates it again against the new production model."""
+    first = train_and_evaluate(env, prepare.id, "--parent-model-id", "none", *TRAIN_ARGS)
+    second = train_and_evaluate(env, prepare.id, "--parent-model-id", "none", *TRAIN_ARGS)
+    register(env, first, "--tolerance", "1")  # promoted whatever the scores: this test is about the order
+    assert registry.production_model().id == first.model_id
+    register(env, second, "--tolerance", "1")
+    decision = stages.task_artifact(second.register.id, "decision")
+    assert [judgement["compared_with"] for judgement in decision["judgements"]] == [good.model_id, first.model_id]
+    assert decision["compared_with"] == first.model_id and decision["promoted"]
+    assert Model(model_id=second.model_id).get_metadata("compared_with") == first.model_id
+    assert registry.production_model().id == second.model_id
