@@ -1,11 +1,11 @@
 """A mutex on the ClearML server, held by one process at a time wherever the processes run.
 
-The lock is a hidden project, `<project>/.promotion-lock`. Acquiring it is `projects.create`: project names are
-unique on the server, so of two concurrent creates exactly one succeeds and the other fails with "not unique"
-(400/801). The embedded server checks and inserts inside one transaction; a real ClearML server keeps a unique
-index on the name, and the SDK itself relies on the second create failing (`get_or_create_project` in
-clearml/backend_interface/util.py retries after exactly that race). Releasing is `projects.delete` of the id the
-holder created, so a release never removes somebody else's lock.
+The lock is a hidden project (the registry's is `<project>/.promotion-lock`). Acquiring it is `projects.create`:
+project names are unique on the server, so of two concurrent creates exactly one succeeds and the other fails
+with "not unique" (400/801). The embedded server checks and inserts inside one transaction; a real ClearML
+server refuses a duplicate name too, and the SDK itself relies on the second create failing
+(`get_or_create_project` in clearml/backend_interface/util.py retries after exactly that race). Releasing is
+`projects.delete` of the id the holder created, so a release never removes somebody else's lock.
 
 A holder that dies keeps the lock until a waiter has seen the *same* lock id for `lease_s` seconds of its own
 monotonic clock (no clock is compared across machines); the waiter then deletes that id, which only one waiter
@@ -24,7 +24,6 @@ import socket
 import time
 from dataclasses import dataclass
 
-from loop import settings
 from loop.api import APIError, client
 from loop.errors import StageError
 
@@ -32,7 +31,6 @@ log = logging.getLogger(__name__)
 
 NOT_UNIQUE = (400, 801)
 INVALID_PROJECT = (400, 401)
-LOCK_NAME = ".promotion-lock"
 LEASE_S = 60.0
 TIMEOUT_S = 600.0
 
@@ -48,7 +46,7 @@ class ServerLock:
 
     def __init__(
         self,
-        name: str = f"{settings.PROJECT}/{LOCK_NAME}",
+        name: str,
         *,
         lease_s: float = LEASE_S,
         timeout_s: float = TIMEOUT_S,

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from clearml import Model
 
@@ -42,6 +42,7 @@ from loop.lock import ServerLock
 NO_MODEL = "none"
 SEQ_KEY = "promotion_seq"
 MAX_ROUNDS = 5
+PROMOTION_LOCK = ".promotion-lock"  # a hidden project under the registry's project
 _FIELDS = ["id", "name", "tags", "ready", "created", "labels", "metadata", "comment"]
 
 
@@ -60,6 +61,13 @@ class RegistryModel:
     def promotion_seq(self) -> int:
         value = self.metadata.get(SEQ_KEY)
         return value if isinstance(value, int) else 0
+
+
+class Decision(Protocol):
+    """What a judge returns, e.g. the classifier's `PromotionDecision`."""
+
+    promote: bool
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -210,19 +218,18 @@ def load_checkpoint(model_id: str):
 
 
 def promotion_lock(project: str, purpose: str) -> ServerLock:
-    return ServerLock(f"{project}/.promotion-lock", purpose=purpose)
+    return ServerLock(f"{project}/{PROMOTION_LOCK}", purpose=purpose)
 
 
 def promote(
     candidate_id: str,
-    judge: Callable[[RegistryModel | None], Judgement | Any],
+    judge: Callable[[RegistryModel | None], Decision],
     project: str = settings.PROJECT,
     tag: str = settings.PRODUCTION_TAG,
     max_rounds: int = MAX_ROUNDS,
 ) -> PromotionRecord:
     """Judge `candidate_id` against the production model and promote it if the judgement says so (see the module
-    docstring). `judge(production)` returns something with `promote` and `reason` (e.g. the classifier's
-    `PromotionDecision`); it is called again whenever another promotion wins the race."""
+    docstring). `judge(production)` is called again whenever another promotion wins the race."""
     judgements: list[Judgement] = []
     for _ in range(max_rounds):
         production = production_model(project, tag)

@@ -69,7 +69,7 @@ def build_scheduler(
     return scheduler, task
 
 
-def _scheduler_task(settings: dict) -> tuple[Task, dict]:
+def _scheduler_task(options: dict) -> tuple[Task, dict]:
     """The scheduler's own task (under an agent: the task being executed) and its connected settings."""
     stages.standalone_code()
     task = Task.init(
@@ -81,13 +81,13 @@ def _scheduler_task(settings: dict) -> tuple[Task, dict]:
         auto_connect_frameworks=False,
         auto_resource_monitoring=False,
     )
-    return task, task.connect(settings, name=SETTINGS_SECTION)
+    return task, task.connect(options, name=SETTINGS_SECTION)
 
 
 def run_scheduler() -> None:
     """What the scheduler task runs under a `services` agent: restore the triggers and poll forever."""
-    _, settings = _scheduler_task({"poll_minutes": 1.0})
-    TriggerScheduler(pooling_frequency_minutes=float(settings["poll_minutes"]), sync_frequency_minutes=60).start()
+    _, options = _scheduler_task({"poll_minutes": 1.0})
+    TriggerScheduler(pooling_frequency_minutes=float(options["poll_minutes"]), sync_frequency_minutes=60).start()
 
 
 def register(
