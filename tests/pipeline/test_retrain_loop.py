@@ -33,7 +33,7 @@ def env(clearml_env):
 
 
 @pytest.fixture(scope="module")
-def workers(env, tmp_path_factory):
+def workers(env, clearml_server, tmp_path_factory):
     work = tmp_path_factory.mktemp("loop-agents")
     started = {
         queue: agents.start_agent(env, work, queue=queue, services_mode=queue == "services", create_queue=True)
@@ -42,7 +42,8 @@ def workers(env, tmp_path_factory):
     yield started
     for agent in started.values():
         agent.stop()
-    leftovers = _processes_with(env["CLEARML_CONFIG_FILE"])
+    # The session's server (started after the client variables were set) shares them and keeps running.
+    leftovers = _processes_with(env["CLEARML_CONFIG_FILE"], besides={clearml_server.pid})
     assert not leftovers, f"processes left running: {leftovers}"
 
 
@@ -171,8 +172,11 @@ def test_the_trigger_command_starts_one_scheduler_service_that_retrains(loop, en
     (service,) = retrain_trigger.active_schedulers()
     before = {run.id for run in triggered_runs()}
     version = new_version(loop, "foxes", ["fox"], 0)
+    # The scheduler clones the run (tagged) first and sets its parameters next: wait for both.
     run = wait_until(
-        lambda: [r for r in triggered_runs() if r.id not in before], 120, "the scheduler service to start a run"
+        lambda: [r for r in triggered_runs() if r.id not in before and r.get_parameter("Args/dataset_id")],
+        120,
+        "the scheduler service to start a run",
     )
     assert [r.get_parameter("Args/dataset_id") for r in run] == [version]
     assert wait_finished(run[0].id) == "completed"
@@ -202,15 +206,16 @@ def test_nothing_is_left_queued_or_running(loop):
     assert not busy, [(t.name, t.status) for t in busy]
 
 
-def _processes_with(marker: str) -> list[int]:
-    """Pids (other than this one) whose environment mentions `marker`."""
+def _processes_with(marker: str, besides: set[int]) -> list[str]:
+    """Pid and command line of each process (but this one and `besides`) whose environment mentions `marker`."""
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit() or int(entry.name) in {os.getpid(), *besides}:
             continue
         try:
             if marker.encode() in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"{entry.name}: {command[:300]}")
         except OSError:
             continue
     return found
