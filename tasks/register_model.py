@@ -27,6 +27,8 @@ def run(task: Task, params: dict) -> dict:
     stages.require(params, "evaluate_task_id")
     evaluation = stages.task_artifact(params["evaluate_task_id"], evaluate_stage.EVALUATION_ARTIFACT)
     candidate_id = evaluation["model_id"]
+    evaluated_against = evaluation.get("production_model_id")
+    reevaluated_against: list[str | None] = []
 
     def judge(production: registry.RegistryModel | None):
         production_id = production.id if production else None
@@ -34,6 +36,7 @@ def run(task: Task, params: dict) -> dict:
             # Production changed since the evaluation: compare with the model that is production now.
             print(f"production is now {production_id}, not {evaluation.get('production_model_id')}: evaluating again")
             evaluation.update(evaluate_stage.evaluate_against(evaluation, production_id))
+            reevaluated_against.append(production_id)
         shared = evaluation.get("shared")
         candidate_metrics = shared["candidate"] if shared else evaluation["candidate"]
         return decide_promotion(candidate_metrics, shared["production"] if shared else None, params["tolerance"])
@@ -43,7 +46,7 @@ def run(task: Task, params: dict) -> dict:
         {"metrics": {k: v for k, v in evaluation["candidate"].items() if isinstance(v, (int, float))}},
     )
     record = registry.promote(candidate_id, judge)
-    result = record.to_dict()
+    result = record.to_dict() | {"evaluated_against": evaluated_against, "reevaluated_against": reevaluated_against}
     task.set_user_properties(
         compared_with=record.compared_with or "",
         promoted=str(record.promoted),

@@ -163,7 +163,9 @@ def test_a_candidate_evaluated_against_an_older_production_model_is_evaluated_ag
     assert registry.production_model().id == first.model_id
     register(env, second, "--tolerance", "1")
     decision = stages.task_artifact(second.register.id, "decision")
-    assert [judgement["compared_with"] for judgement in decision["judgements"]] == [good.model_id, first.model_id]
+    assert decision["evaluated_against"] == good.model_id
+    assert decision["reevaluated_against"] == [first.model_id]
+    assert [judgement["compared_with"] for judgement in decision["judgements"]] == [first.model_id]
     assert decision["compared_with"] == first.model_id and decision["promoted"]
     assert Model(model_id=second.model_id).get_metadata("compared_with") == first.model_id
     assert registry.production_model().id == second.model_id
