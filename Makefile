@@ -1,4 +1,5 @@
-# Two entry points: `make run` (the whole loop on the embedded server) and `make test` (install + full suite).
+# Two entry points: `make run` (the whole loop on the embedded server) and `make test` (install + full suite);
+# `make test-fast` is the quick subset: no agents, no browser, no multi-epoch training (under 2 minutes).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -6,7 +7,7 @@ PY := $(VENV)/bin/python
 REQ_HASH := $(shell cat requirements.txt requirements-torch.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml | sha256sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 
-.PHONY: run test install install-test lint
+.PHONY: run test test-fast install install-test lint
 
 $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +27,9 @@ run: $(STAMP)
 
 test: install-test lint
 	$(PY) -m pytest
+
+test-fast: install lint
+	$(PY) -m pytest -m "not slow and not browser" $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

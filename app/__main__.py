@@ -20,7 +20,7 @@ from app.registry import RegistryWatcher
 from app.service import ClassifierService, Limits
 from app.ui import ClassifierUI
 from classifier.runtime import serving_threads
-from tasks.common import DATASET_NAME, DATASET_PROJECT, PRODUCTION_TAG, PROJECT
+from loop.settings import DATASET_NAME, DATASET_PROJECT, PRODUCTION_TAG, PROJECT
 
 log = logging.getLogger("app")
 

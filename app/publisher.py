@@ -15,15 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from clearml import Dataset, Task
-
 from app.feedback_store import Batch, FeedbackStore
 from app.periodic import PeriodicWorker
-from tasks.common import latest_dataset_id
+from loop import datasets
 
 log = logging.getLogger(__name__)
-
-_FINALIZED = {"completed", "published", "closed"}
 
 
 @dataclass(frozen=True)
@@ -63,40 +59,29 @@ class Publisher:
         return published
 
     def current_version_id(self) -> str | None:
-        return latest_dataset_id(self.project, self.name)
+        return datasets.latest_version_id(self.project, self.name)
 
     def versions(self) -> list[DatasetVersion]:
         """Finalized versions of the dataset with their parents, newest first."""
-        listed = Dataset.list_datasets(dataset_project=self.project, partial_name=self.name, only_completed=True)
         result = []
-        for entry in sorted(listed, key=lambda e: str(e.get("created")), reverse=True):
-            if entry["name"] != self.name:  # partial_name is a regex search
-                continue
+        for entry in datasets.finalized_versions(self.project, self.name):
             if entry["id"] not in self._versions:
-                dataset = Dataset.get(dataset_id=entry["id"])
+                parents, files_added = datasets.lineage(entry["id"])
                 self._versions[entry["id"]] = DatasetVersion(
                     id=entry["id"],
                     version=entry.get("version"),
                     created=str(entry.get("created")),
-                    parents=list(dataset.get_dependency_graph().get(entry["id"], [])),
-                    files_added=len(dataset.list_added_files()),
+                    parents=parents,
+                    files_added=files_added,
                 )
             result.append(self._versions[entry["id"]])
         return result
 
     def _publish(self, batch: Batch) -> str:
-        if batch.dataset_id is not None and _is_finalized(batch.dataset_id):
+        if batch.dataset_id is not None and datasets.is_finalized(batch.dataset_id):
             # A previous attempt finalized the version but stopped before recording it.
             self.store.mark_published(batch, batch.dataset_id)
             return batch.dataset_id
-        parent = self.current_version_id()
-        dataset = Dataset.create(
-            dataset_name=self.name,
-            dataset_project=self.project,
-            parent_datasets=[parent] if parent else None,
-            description=f"{len(batch.items)} feedback item(s) from the app, batch {batch.id}",
-        )
-        batch = self.store.record_draft(batch, dataset.id)
         staging = self.store.root / "publishing" / batch.id
         shutil.rmtree(staging, ignore_errors=True)
         try:
@@ -105,43 +90,20 @@ class Publisher:
                 target = staging / item.label / f"{item.sha256}{Path(item.file_name).suffix}"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(self.store.image_path(item), target)
-            dataset.add_files(path=str(staging))
-            dataset.upload(show_progress=False, output_url=self.output_uri)
-            dataset.finalize()
-        except Exception:
-            _abandon_draft(dataset)
-            raise
+            parent = self.current_version_id()
+            draft = datasets.create_draft(
+                parent, self.project, self.name, f"{len(batch.items)} feedback item(s) from the app, batch {batch.id}"
+            )
+            batch = self.store.record_draft(batch, draft.id)
+            # A failed upload marks the draft failed; the retry builds a fresh version.
+            version_id = datasets.finish(draft, staging, self.output_uri)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        self.store.mark_published(batch, dataset.id)
+        self.store.mark_published(batch, version_id)
         log.info(
-            "Published %d feedback item(s) as dataset version %s (parent %s)", len(batch.items), dataset.id, parent
+            "Published %d feedback item(s) as dataset version %s (parent %s)", len(batch.items), version_id, parent
         )
-        return dataset.id
-
-
-def _abandon_draft(dataset: Dataset) -> None:
-    """Mark a draft that failed as failed and stop the SDK's keep-alive threads for it.
-
-    clearml 2.1.12 keeps pinging an unfinalized dataset's task and flushing its log at interpreter exit, with no
-    public way to stop either; left running, they retry forever once the server is gone. The retry builds a fresh
-    version, so the draft is never finalized.
-    """
-    try:
-        dataset._task.mark_failed(status_reason="feedback upload failed; retried as a new version", force=True)
-        dataset._task.close()
-    except Exception:
-        log.exception("Could not mark the failed draft %s as failed", dataset.id)
-    if dataset._task_pinger is not None:
-        dataset._task_pinger.unregister()
-        dataset._task_pinger = None
-
-
-def _is_finalized(dataset_id: str) -> bool:
-    try:
-        return Task.get_task(task_id=dataset_id).get_status() in _FINALIZED
-    except ValueError:  # the draft never reached the server
-        return False
+        return version_id
 
 
 class AutoPublisher(PeriodicWorker):

@@ -1,20 +1,18 @@
-"""The ClearML model registry as the app sees it: the served model is the newest *published* model carrying the
-serving tag (default `production`) in the project; a background watcher swaps in a newer one when it appears.
+"""The ClearML model registry as the app sees it: the served model is the project's production model as
+`loop.registry.production_model` resolves it (the published model promoted last with the serving tag, default
+`production`); a background watcher swaps in a newer one when it appears.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
-
-from clearml import InputModel, Model
 
 from app.model_holder import ModelHolder, ServedModel
 from app.periodic import PeriodicWorker
 from classifier.checkpoint import Checkpoint
 from classifier.predict import Predictor
-from tasks.common import production_model
+from loop import registry
 
 log = logging.getLogger(__name__)
 
@@ -29,38 +27,19 @@ class RegisteredModel:
 
 
 def load_model(model_id: str) -> ServedModel:
-    model = InputModel(model_id=model_id)
-    path = model.get_local_copy(raise_on_error=True)
-    checkpoint = Checkpoint.load(path)
-    return ServedModel(model_id=model_id, name=model.name, predictor=Predictor(checkpoint), checkpoint=checkpoint)
+    checkpoint = Checkpoint.load(registry.download_model(model_id))
+    name = registry.find_model(model_id).name
+    return ServedModel(model_id=model_id, name=name, predictor=Predictor(checkpoint), checkpoint=checkpoint)
 
 
 def model_history(project: str) -> list[RegisteredModel]:
     """Every model of the project, newest first, with the metrics stored in its metadata."""
-    try:
-        models = Model.query_models(project_name=project)
-    except ValueError:
-        return []
     return [
         RegisteredModel(
-            id=model.id,
-            name=model.name,
-            tags=list(model.tags or []),
-            published=bool(model.published),
-            metrics={key: _decoded(value) for key, value in (model.get_all_metadata_casted() or {}).items()},
+            id=model.id, name=model.name, tags=model.tags, published=model.published, metrics=model.metadata
         )
-        for model in models
+        for model in registry.list_models(project)
     ]
-
-
-def _decoded(value: object) -> object:
-    """The training pipeline stores metadata values as JSON text; show them as the values they encode."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 class RegistryWatcher(PeriodicWorker):
@@ -76,7 +55,7 @@ class RegistryWatcher(PeriodicWorker):
 
     def check_once(self) -> bool:
         """Load and swap in the serving model if it changed; True when a swap happened."""
-        model = production_model(self.project, self.tag)
+        model = registry.production_model(self.project, self.tag)
         current = self.holder.current()
         if model is None or (current is not None and current.model_id == model.id):
             return False

@@ -23,7 +23,6 @@ import argparse
 import io
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -64,12 +63,6 @@ def _default_checkpoint(path: Path) -> Path:
     return Checkpoint.from_model(model, ["cat", "dog", "rabbit"], 224).save(path)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def serve(checkpoint: Path, data_dir: Path, port: int) -> None:
     """The app as `python -m app` builds it, serving `checkpoint` instead of a registry model."""
     from app.__main__ import build, parse_args
@@ -86,22 +79,28 @@ def serve(checkpoint: Path, data_dir: Path, port: int) -> None:
 
 
 def _start_app(checkpoint: Path, data_dir: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    from devstack.processes import free_port, wait_until
+
+    port = free_port()
     command = [sys.executable, __file__, "--serve", str(checkpoint), "--data-dir", str(data_dir), "--port", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
     from gradio_client import Client
 
-    deadline = time.monotonic() + 120
-    while True:
+    def started() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"the app exited with code {process.returncode}")
         try:
-            Client(url, verbose=False)
-            return process, url
+            return bool(Client(url, verbose=False))
         except Exception:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("the app did not start") from None
-            time.sleep(0.5)
+            return False
+
+    try:
+        wait_until(started, 120, "the app to start", interval=0.5)
+    except BaseException:
+        process.kill()
+        raise
+    return process, url
 
 
 class QueueProtocolClient:

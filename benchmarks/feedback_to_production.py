@@ -68,8 +68,10 @@ def run(args, env: dict, work: Path) -> None:
     from clearml import Task
 
     from classifier.synthetic import make_image_folder
+    from devstack.processes import wait_until
+    from loop import datasets, registry
     from pipelines import retrain
-    from tasks import common, register
+    from tasks import register
 
     def module(*command: str) -> None:
         subprocess.run(
@@ -84,27 +86,29 @@ def run(args, env: dict, work: Path) -> None:
     register.register_templates()
     module("pipelines.retrain", "register", "--mode", "head", "--epochs", str(args.epochs), "--train-queue", "default")
     per_class = args.base_images // 2
-    base = common.create_dataset_version(make_image_folder(work / "data" / "base", ["cat", "dog"], per_class))
+    base = datasets.create_version(make_image_folder(work / "data" / "base", ["cat", "dog"], per_class))
     started = time.perf_counter()
     run_id = retrain.enqueue_run(base)
-    wait(lambda: Task.get_task(task_id=run_id).status in ("completed", "failed"), 1800)
+    wait_until(lambda: Task.get_task(task_id=run_id).status in ("completed", "failed"), 1800, "the base run")
     assert Task.get_task(task_id=run_id).status == "completed", "the base pipeline run failed"
     print(f"base version ({args.base_images} images) trained and promoted in {time.perf_counter() - started:.1f} s")
 
     module("triggers.retrain_trigger", "--poll-minutes", str(args.trigger_poll_minutes))
     latencies = []
     for repeat in range(args.repeats):
-        production = common.production_model().id
+        production = registry.production_model().id
         classes = ["rabbit"] if repeat == 0 else ["cat", "dog", "rabbit"]
         count = max(1, args.feedback_images // len(classes))
         folder = make_image_folder(work / "data" / f"feedback-{repeat}", classes, count, start=1000 * (repeat + 1))
-        version = common.create_dataset_version(folder, parent_id=common.latest_dataset_id())
+        version = datasets.create_version(folder, parent_id=datasets.latest_version_id())
         finalized = time.perf_counter()
-        wait(lambda old=production: (m := common.production_model()) and m.id != old, 600, interval=0.25)
+        wait_until(
+            lambda old=production: (m := registry.production_model()) and m.id != old, 600, "a new model", interval=0.25
+        )
         latency = time.perf_counter() - finalized
         latencies.append(latency)
-        model = common.production_model()
-        assert model.get_metadata("dataset_id") == version, "production moved to a model of another version"
+        model = registry.production_model()
+        assert model.metadata["dataset_id"] == version, "production moved to a model of another version"
         print(
             f"\nfeedback version {repeat + 1}: {count * len(classes)} new images {classes} -> "
             f"production model {model.id} ({len(model.labels)} classes) after {latency:.1f} s"
@@ -118,19 +122,19 @@ def run(args, env: dict, work: Path) -> None:
 
 def breakdown(version_id: str, model) -> None:
     """Where the time went, from the server's timestamps of the tasks involved."""
-    import json
-
     from clearml import Task
 
+    from devstack.processes import wait_until
+    from loop import stages
     from pipelines import retrain
-    from tasks import common
+    from tasks import STAGES
 
     dataset = Task.get_task(task_id=version_id)
     runs = [
-        t for t in common.find_tasks(retrain.PIPELINE_PROJECT, None) if t.get_parameter("Args/dataset_id") == version_id
+        t for t in stages.find_tasks(retrain.PIPELINE_PROJECT, None) if t.get_parameter("Args/dataset_id") == version_id
     ]
     # The production tag moves inside the last step; wait for the run to end to read every timestamp.
-    wait(lambda: Task.get_task(task_id=runs[0].id).status in ("completed", "failed"), 300)
+    wait_until(lambda: Task.get_task(task_id=runs[0].id).status in ("completed", "failed"), 300, "the run")
     controller = Task.get_task(task_id=runs[0].id)
     steps = {t.name: t for t in Task.get_tasks(task_filter={"parent": controller.id, "search_hidden": True})}
     rows = [
@@ -138,7 +142,7 @@ def breakdown(version_id: str, model) -> None:
         ("services agent: run queued -> controller started", controller.data.created, controller.data.started),
     ]
     previous = controller.data.started
-    for name in common.STAGES:
+    for name in STAGES:
         step = steps[name]
         rows.append((f"{name}: controller -> step created", previous, step.data.created))
         rows.append((f"{name}: agent poll (queued -> started)", step.data.created, step.data.started))
@@ -147,7 +151,7 @@ def breakdown(version_id: str, model) -> None:
     rows.append(("controller: last step -> run completed", previous, controller.data.completed))
     for label, start, end in rows:
         print(f"  {label:<52} {seconds(start, end):6.1f} s")
-    metrics = json.loads(model.get_metadata("val_metrics") or "{}")
+    metrics = model.metadata.get("val_metrics") or {}
     print(
         f"  {'  inside train: embedding pass':<52} {metrics.get('embedding_seconds', 0):6.1f} s "
         f"({metrics.get('embeddings_computed', 0)} computed, {metrics.get('embeddings_cached', 0)} cached)"
@@ -160,14 +164,6 @@ def breakdown(version_id: str, model) -> None:
 
 def seconds(start: datetime, end: datetime) -> float:
     return (end - start).total_seconds()
-
-
-def wait(condition, timeout: float, interval: float = 1.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up after {timeout} s")
-        time.sleep(interval)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import psutil
 
@@ -24,6 +27,29 @@ PARENT_TASK_VARIABLES = (
     "CLEARML_SIMULATE_REMOTE_TASK",
     "CLEARML_LOG_TASK_TO_BACKEND",
 )
+
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], T], timeout: float, what: str, interval: float = 1.0) -> T:
+    """Poll `condition` until it returns something truthy and return that; TimeoutError naming `what` after
+    `timeout` seconds. `condition` may raise to stop waiting early (e.g. when the process it waits for died)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
 
 
 def independent_environ() -> dict[str, str]:

@@ -20,11 +20,9 @@ import urllib.request
 from pathlib import Path
 
 from devstack.agents import AgentProcess, start_agent
-from devstack.processes import kill_tree
-from tasks import common
-
-SERVICES_QUEUE = "services"
-WORKER_QUEUES = ("default", "gpu")
+from devstack.processes import kill_tree, wait_until
+from loop import datasets, registry, settings
+from loop.errors import StageError, exit_on_error
 
 
 def log(message: str) -> None:
@@ -66,7 +64,7 @@ class Stack:
         if output:
             print("\n".join(f"    {line}" for line in output.splitlines()[-15:]), flush=True)
         if check and result.returncode != 0:
-            raise SystemExit(f"step failed ({title}), exit code {result.returncode}")
+            raise StageError(f"step failed ({title}), exit code {result.returncode}")
         return result
 
     def start_server(self, port: int) -> None:
@@ -81,8 +79,12 @@ class Stack:
 
     def start_agents(self) -> None:
         agents_dir = self.data_dir / "agents"
-        services = start_agent(self.client_env, agents_dir, queue=SERVICES_QUEUE, services_mode=True, create_queue=True)
-        worker = start_agent(self.client_env, agents_dir, queue=list(WORKER_QUEUES), create_queue=True)
+        services = start_agent(
+            self.client_env, agents_dir, queue=settings.SERVICES_QUEUE, services_mode=True, create_queue=True
+        )
+        worker = start_agent(
+            self.client_env, agents_dir, queue=[settings.DEFAULT_QUEUE, settings.TRAIN_QUEUE], create_queue=True
+        )
         self.agents = [services, worker]
         for agent in self.agents:
             log(f"agent {agent.worker_id} (pid {agent.pid}) on queue(s) {agent.queue}; log: {agent.log_path}")
@@ -101,17 +103,21 @@ class Stack:
                 start_new_session=True,
             )
         url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
+
+        def answers() -> bool:
             if self.app.poll() is not None:
-                raise SystemExit(f"the app exited with code {self.app.returncode}; see {app_log}")
+                raise StageError(f"the app exited with code {self.app.returncode}; see {app_log}")
             try:
                 with urllib.request.urlopen(url, timeout=2):
-                    log(f"app ready: {url}")
-                    return
+                    return True
             except OSError:
-                time.sleep(1)
-        raise SystemExit(f"the app did not answer at {url} within 180 s; see {app_log}")
+                return False
+
+        try:
+            wait_until(answers, 180, f"the app to answer at {url}")
+        except TimeoutError as error:
+            raise StageError(f"{error}; see {app_log}") from None
+        log(f"app ready: {url}")
 
     def stop(self) -> None:
         if self.app is not None:
@@ -124,17 +130,14 @@ class Stack:
         log("stopped every process this command started")
 
 
-def wait_for_production(timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        model = common.production_model()
-        if model:
-            return model
-        time.sleep(5)
-    raise SystemExit(
-        f"no production model after {timeout:.0f} s: look at the agents' logs and the pipeline task "
-        "(a pipeline that stays pending means no agent serves the services queue)"
-    )
+def wait_for_production(timeout: float) -> registry.RegistryModel:
+    try:
+        return wait_until(registry.production_model, timeout, "a production model", interval=5)
+    except TimeoutError as error:
+        raise StageError(
+            f"{error}: look at the agents' logs and the pipeline task "
+            "(a pipeline that stays pending means no agent serves the services queue)"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> None:
@@ -153,39 +156,40 @@ def run(args: argparse.Namespace) -> None:
             stack.start_agents()
         stack.step("registering the stage templates", "tasks.register")
         stack.step("registering the retrain pipeline", "pipelines.retrain", "register")
-        dataset_id = common.latest_dataset_id()
+        dataset_id = datasets.latest_version_id()
         if dataset_id:
-            log(f"dataset {common.DATASET_PROJECT}/{common.DATASET_NAME} exists: newest version {dataset_id}")
+            log(f"dataset {settings.DATASET_PROJECT}/{settings.DATASET_NAME} exists: newest version {dataset_id}")
         else:
             stack.step("creating the base dataset from the offline sample set", "tasks.bootstrap_dataset", "--sample")
-            dataset_id = common.latest_dataset_id()
+            dataset_id = datasets.latest_version_id()
         trigger_args = ["--poll-minutes", str(args.trigger_poll_minutes)]
         if stack.server is not None:
             # The scheduler of an earlier run died with that run's agents but still reads in_progress.
             trigger_args.append("--replace")
         stack.step("registering the dataset trigger (scheduler on services)", "triggers.retrain_trigger", *trigger_args)
-        model = common.production_model()
+        model = registry.production_model()
         if not model:
             stack.step("first training run", "pipelines.retrain", "run", "--dataset-id", dataset_id)
             log("waiting for the pipeline to publish a production model (agents' logs: .data/agents/*.log)")
             model = wait_for_production(args.first_run_timeout)
         log(f"production model: {model.id}")
-        stack.start_app(args.app_port, ["--project", common.PROJECT])
+        stack.start_app(args.app_port, ["--project", settings.PROJECT])
         log("the loop is running: predict and correct at the app; feedback versions trigger retraining.")
         log("Ctrl-C stops everything.")
         while True:
             time.sleep(2)
             if stack.app is not None and stack.app.poll() is not None:
-                raise SystemExit(f"the app exited with code {stack.app.returncode}; see {data_dir / 'app.log'}")
+                raise StageError(f"the app exited with code {stack.app.returncode}; see {data_dir / 'app.log'}")
             for agent in stack.agents:
                 if not agent.alive():
-                    raise SystemExit(f"agent {agent.worker_id} exited; see {agent.log_path}")
+                    raise StageError(f"agent {agent.worker_id} exited; see {agent.log_path}")
     except KeyboardInterrupt:
         log("interrupted")
     finally:
         stack.stop()
 
 
+@exit_on_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)

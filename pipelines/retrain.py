@@ -20,14 +20,12 @@ import sys
 
 from clearml import PipelineController, Task
 
-from tasks import common
+from loop import datasets, settings, stages
+from loop.errors import StageError, exit_on_error
 from tasks.register import register_templates
 
 PIPELINE_NAME = "retrain"
-DEFAULT_TRAIN_QUEUE = "gpu"
-DEFAULT_QUEUE = "default"
-SERVICES_QUEUE = "services"
-PIPELINE_PROJECT = f"{common.PROJECT}/.pipelines/{PIPELINE_NAME}"  # where the SDK keeps the controller and runs
+PIPELINE_PROJECT = f"{settings.PROJECT}/.pipelines/{PIPELINE_NAME}"  # where the SDK keeps the controller and runs
 REGISTERED_TAG = "registered"
 CONTROLLER_ENTRY = "pipelines.retrain:run_controller"
 # Minutes between the controller's status checks; tests and the benchmark lower it through the environment.
@@ -38,8 +36,8 @@ PARAMETERS = {
     "epochs": (10, "training epochs"),
     "backbone": ("efficientnet_lite0", "backbone of a model trained from scratch"),
     "tolerance": (0.02, "promotion gate: how much worse than production the candidate may be"),
-    "train_queue": (DEFAULT_TRAIN_QUEUE, "queue of the train step"),
-    "default_queue": (DEFAULT_QUEUE, "queue of the other steps"),
+    "train_queue": (settings.TRAIN_QUEUE, "queue of the train step"),
+    "default_queue": (settings.DEFAULT_QUEUE, "queue of the other steps"),
 }
 
 
@@ -49,10 +47,10 @@ def build_pipeline(**values) -> PipelineController:
     Under an agent the parameters come from the controller task instead (edited in the UI, or set by the
     trigger), and the queues are read from them before the steps are added.
     """
-    common.standalone_code()
+    stages.standalone_code()
     pipe = PipelineController(
         name=PIPELINE_NAME,
-        project=common.PROJECT,
+        project=settings.PROJECT,
         version="1.0.0",
         pool_frequency=float(os.environ.get(POOL_MINUTES_ENV, "0.1")),
         add_pipeline_tags=True,
@@ -67,7 +65,7 @@ def build_pipeline(**values) -> PipelineController:
         pipe.task.set_tags([tag for tag in pipe.task.get_tags() or [] if tag != REGISTERED_TAG])
     args = {name: stored.get(name) or values.get(name, default) for name, (default, _) in PARAMETERS.items()}
 
-    template = {"base_task_project": common.TEMPLATE_PROJECT}
+    template = {"base_task_project": settings.TEMPLATE_PROJECT}
     pipe.add_step(
         name="prepare_data",
         base_task_name="prepare_data",
@@ -132,7 +130,7 @@ def register(**values) -> str:
         return existing
     pipe = build_pipeline(**values)
     pipe.create_draft()
-    common.set_literal_script(pipe.task, CONTROLLER_ENTRY, "retrain_pipeline.py")
+    stages.set_literal_script(pipe.task, CONTROLLER_ENTRY, "retrain_pipeline.py")
     # The SDK also records this command's own arguments under Args; only the pipeline parameters belong there.
     for key in pipe.task.get_parameters():
         if key.startswith("Args/") and key[len("Args/") :] not in PARAMETERS:
@@ -144,15 +142,15 @@ def register(**values) -> str:
 def registered_pipeline_id() -> str | None:
     """The draft controller that `register` stored, if any (the oldest draft with the registered tag: clones
     inherit the tag, so a clone that is not enqueued yet looks the same, only newer)."""
-    drafts = common.find_tasks(PIPELINE_PROJECT, None, statuses=["created"], tags=[REGISTERED_TAG])
+    drafts = stages.find_tasks(PIPELINE_PROJECT, None, statuses=["created"], tags=[REGISTERED_TAG])
     return drafts[-1].id if drafts else None
 
 
-def enqueue_run(dataset_id: str, queue: str = SERVICES_QUEUE, **values) -> str:
+def enqueue_run(dataset_id: str, queue: str = settings.SERVICES_QUEUE, **values) -> str:
     """Clone the registered controller with these parameters and put it on `queue`; returns the run's id."""
     template_id = registered_pipeline_id()
     if not template_id:
-        raise SystemExit("no registered pipeline: run `python -m pipelines.retrain register` first")
+        raise StageError("no registered pipeline: run `python -m pipelines.retrain register` first")
     run = Task.clone(source_task=template_id, name=PIPELINE_NAME)
     run.update_parameters({"Args/dataset_id": dataset_id, **{f"Args/{k}": v for k, v in values.items()}})
     Task.enqueue(run, queue_name=queue)
@@ -162,11 +160,12 @@ def enqueue_run(dataset_id: str, queue: str = SERVICES_QUEUE, **values) -> str:
 def run_locally(dataset_id: str, steps_on_agents: bool = False, **values) -> bool:
     """Run the controller in this process; returns whether every step succeeded."""
     pipe = build_pipeline(dataset_id=dataset_id, **values)
-    common.set_literal_script(pipe.task, CONTROLLER_ENTRY, "retrain_pipeline.py")
+    stages.set_literal_script(pipe.task, CONTROLLER_ENTRY, "retrain_pipeline.py")
     pipe.start_locally(run_pipeline_steps_locally=not steps_on_agents)
     return pipe.is_successful()
 
 
+@exit_on_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -177,7 +176,9 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             sub.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(default), help=description)
         if command == "run":
-            sub.add_argument("--queue", default=SERVICES_QUEUE, help="queue of the controller (clone of the draft)")
+            sub.add_argument(
+                "--queue", default=settings.SERVICES_QUEUE, help="queue of the controller (clone of the draft)"
+            )
             sub.add_argument("--local", action="store_true", help="run the controller in this process")
             sub.add_argument("--steps-on-agents", action="store_true", help="with --local: steps go to queues")
     args = vars(parser.parse_args(argv))
@@ -185,9 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     if args["command"] == "register":
         print(f"pipeline {PIPELINE_NAME} registered: {register(**values)}")
         return
-    dataset_id = values.pop("dataset_id", None) or common.latest_dataset_id()
+    dataset_id = values.pop("dataset_id", None) or datasets.latest_version_id()
     if not dataset_id:
-        raise SystemExit("no --dataset-id given and the dataset has no version yet")
+        raise StageError("no --dataset-id given and the dataset has no version yet")
     if args["local"]:
         ok = run_locally(dataset_id, args["steps_on_agents"], **values)
         print(f"pipeline {'completed' if ok else 'FAILED'}")

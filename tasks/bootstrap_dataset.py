@@ -14,20 +14,22 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from tasks import common
+from loop import datasets, settings
+from loop.errors import StageError, exit_on_error
 
 
 def bootstrap(source: Path, allow_existing: bool = False) -> str:
     """Upload `source` as the first (parentless) version; refuses when a version exists already."""
-    existing = common.latest_dataset_id()
+    existing = datasets.latest_version_id()
     if existing and not allow_existing:
-        raise SystemExit(
-            f"dataset {common.DATASET_PROJECT}/{common.DATASET_NAME} already has version {existing}; "
+        raise StageError(
+            f"dataset {settings.DATASET_PROJECT}/{settings.DATASET_NAME} already has version {existing}; "
             "new images go into child versions (pass --allow-existing to add another base version anyway)"
         )
-    return common.create_dataset_version(source)
+    return datasets.create_version(source)
 
 
+@exit_on_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
             # The downloaded archive must not end up in the dataset: only the extracted cat/ and dog/ folders.
             print(download_petimages(folder, keep_archive=False, **kwargs).summary())
         dataset_id = bootstrap(folder, args.allow_existing)
-    print(f"dataset {common.DATASET_PROJECT}/{common.DATASET_NAME} base version: {dataset_id}")
+    print(f"dataset {settings.DATASET_PROJECT}/{settings.DATASET_NAME} base version: {dataset_id}")
 
 
 if __name__ == "__main__":

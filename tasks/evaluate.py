@@ -14,21 +14,23 @@ from clearml import Task
 
 from classifier.embeddings import DEFAULT_CACHE_DIR, EmbeddingCache
 from classifier.evaluate import compare_on_shared_classes, evaluate_checkpoint
-from tasks import common
+from loop import datasets, registry, stages
+from tasks.prepare_data import load_split
 
 DEFAULTS = {"prepare_task_id": "", "model_id": "", "production_model_id": ""}
+EVALUATION_ARTIFACT = "evaluation"
 
 
 def run(task: Task, params: dict) -> dict:
-    common.require(params, "prepare_task_id", "model_id")
-    manifest = common.load_split(params["prepare_task_id"])
-    root = common.fetch_dataset(manifest.dataset_id)
-    candidate = common.load_checkpoint(params["model_id"])
-    production_id = common.resolve_model_id(params["production_model_id"])
+    stages.require(params, "prepare_task_id", "model_id")
+    manifest = load_split(params["prepare_task_id"])
+    root = datasets.local_copy(manifest.dataset_id)
+    candidate = registry.load_checkpoint(params["model_id"])
+    production_id = registry.resolve_model_id(params["production_model_id"])
     if production_id == params["model_id"]:
         production_id = None
     if production_id and production_id != params["production_model_id"]:
-        task.set_parameter(f"{common.PARAM_SECTION}/production_model_id", production_id)
+        task.set_parameter(f"{stages.PARAM_SECTION}/production_model_id", production_id)
 
     # Head-mode models keep the frozen backbone whose embeddings the train step cached: no backbone pass needed.
     cache = EmbeddingCache(DEFAULT_CACHE_DIR)
@@ -36,25 +38,41 @@ def run(task: Task, params: dict) -> dict:
     report_metrics(task, "candidate", metrics)
     evaluation = {
         "model_id": params["model_id"],
+        "prepare_task_id": params["prepare_task_id"],
         "dataset_id": manifest.dataset_id,
         "classes": list(candidate.classes),
         "candidate": metrics,
-        "production_model_id": production_id,
-        "shared": None,
+        **compare(candidate, production_id, root, manifest, cache),
     }
-    if production_id:
-        production = common.load_checkpoint(production_id)
-        on_candidate, on_production, classes = compare_on_shared_classes(
-            candidate, production, root, manifest.val, cache=cache
-        )
-        evaluation["shared"] = {"classes": classes, "candidate": on_candidate, "production": on_production}
+    if evaluation["shared"]:
         logger = task.get_logger()
-        for side, values in (("candidate", on_candidate), ("production", on_production)):
+        for side in ("candidate", "production"):
             for name in ("accuracy", "macro_f1"):
-                logger.report_single_value(f"shared classes {side} {name}", values[name])
-    task.upload_artifact(common.EVALUATION_ARTIFACT, artifact_object=evaluation, wait_on_upload=True)
+                logger.report_single_value(f"shared classes {side} {name}", evaluation["shared"][side][name])
+    task.upload_artifact(EVALUATION_ARTIFACT, artifact_object=evaluation, wait_on_upload=True)
     print(f"candidate {params['model_id']}: accuracy {metrics['accuracy']:.4f}, compared with {production_id}")
     return evaluation
+
+
+def compare(candidate, production_id: str | None, root, manifest, cache) -> dict:
+    """`production_model_id` and `shared` (both models' metrics on the classes they share; None: no production)."""
+    if not production_id:
+        return {"production_model_id": None, "shared": None}
+    on_candidate, on_production, classes = compare_on_shared_classes(
+        candidate, registry.load_checkpoint(production_id), root, manifest.val, cache=cache
+    )
+    return {
+        "production_model_id": production_id,
+        "shared": {"classes": classes, "candidate": on_candidate, "production": on_production},
+    }
+
+
+def evaluate_against(evaluation: dict, production_id: str | None) -> dict:
+    """`compare` for an earlier evaluation's candidate and split, against another production model."""
+    manifest = load_split(evaluation["prepare_task_id"])
+    root = datasets.local_copy(manifest.dataset_id)
+    candidate = registry.load_checkpoint(evaluation["model_id"])
+    return compare(candidate, production_id, root, manifest, EmbeddingCache(DEFAULT_CACHE_DIR))
 
 
 def report_metrics(task: Task, series: str, metrics: dict) -> None:
@@ -78,11 +96,11 @@ def report_metrics(task: Task, series: str, metrics: dict) -> None:
         logger.report_single_value(name, metrics[name])
 
 
+STAGE = stages.Stage("evaluate", Task.TaskTypes.testing, DEFAULTS, run, __doc__.split("\n\n")[0])
+
+
 def main(argv: list[str] | None = None) -> None:
-    params = common.parse_cli(DEFAULTS, __doc__.split("\n\n")[0], argv)
-    task, params = common.init_stage_task("evaluate", Task.TaskTypes.testing, params)
-    run(task, params)
-    task.close()
+    stages.main(STAGE, argv)
 
 
 if __name__ == "__main__":

@@ -12,23 +12,25 @@ import json
 
 from clearml import Task
 
-from tasks import common
+from loop import datasets, settings, stages
+from loop.errors import StageError
 
 DEFAULTS = {"dataset_id": "", "val_fraction": 0.2, "min_side": 32}
+SPLIT_ARTIFACT = "split"
 
 
 def run(task: Task, params: dict) -> dict:
     from classifier.data import SplitManifest, scan_folder, split_by_hash, validate_files
 
-    dataset_id = params["dataset_id"] or common.latest_dataset_id()
+    dataset_id = params["dataset_id"] or datasets.latest_version_id()
     if not dataset_id:
-        raise SystemExit(f"no dataset id given and no version of {common.DATASET_PROJECT}/{common.DATASET_NAME}")
+        raise StageError(f"no dataset id given and no version of {settings.DATASET_PROJECT}/{settings.DATASET_NAME}")
     if dataset_id != params["dataset_id"]:
-        task.set_parameter(f"{common.PARAM_SECTION}/dataset_id", dataset_id)
-    root = common.fetch_dataset(dataset_id)
+        task.set_parameter(f"{stages.PARAM_SECTION}/dataset_id", dataset_id)
+    root = datasets.local_copy(dataset_id)
     report = validate_files(root, scan_folder(root), min_side=params["min_side"])
     if len(report.class_counts) < 2:
-        raise SystemExit(f"dataset {dataset_id} has {len(report.class_counts)} usable class(es); need at least 2")
+        raise StageError(f"dataset {dataset_id} has {len(report.class_counts)} usable class(es); need at least 2")
     train, val = split_by_hash(report.valid, params["val_fraction"])
     manifest = SplitManifest(
         dataset_id=dataset_id, classes=sorted(report.class_counts), train=train, val=val, report=report.to_dict()
@@ -54,16 +56,23 @@ def run(task: Task, params: dict) -> dict:
         ("val", len(val)),
     ):
         logger.report_single_value(name, value)
-    task.upload_artifact(common.SPLIT_ARTIFACT, artifact_object=json.loads(manifest.to_json()), wait_on_upload=True)
+    task.upload_artifact(SPLIT_ARTIFACT, artifact_object=json.loads(manifest.to_json()), wait_on_upload=True)
     print(f"dataset {dataset_id}: {len(train)} train / {len(val)} val, classes {manifest.classes}")
     return {"dataset_id": dataset_id, "train": len(train), "val": len(val), "rejected": len(rejected)}
 
 
+def load_split(prepare_task_id: str):
+    """The `SplitManifest` the prepare_data task `prepare_task_id` produced."""
+    from classifier.data import SplitManifest
+
+    return SplitManifest.from_json(json.dumps(stages.task_artifact(prepare_task_id, SPLIT_ARTIFACT)))
+
+
+STAGE = stages.Stage("prepare_data", Task.TaskTypes.data_processing, DEFAULTS, run, __doc__.split("\n\n")[0])
+
+
 def main(argv: list[str] | None = None) -> None:
-    params = common.parse_cli(DEFAULTS, __doc__.split("\n\n")[0], argv)
-    task, params = common.init_stage_task("prepare_data", Task.TaskTypes.data_processing, params)
-    run(task, params)
-    task.close()
+    stages.main(STAGE, argv)
 
 
 if __name__ == "__main__":

@@ -14,52 +14,48 @@ import importlib
 
 from clearml import Task
 
-from tasks import common
+from loop import settings, stages
+from loop.errors import exit_on_error
+from tasks import STAGES
 
-TASK_TYPES = {
-    "prepare_data": Task.TaskTypes.data_processing,
-    "train": Task.TaskTypes.training,
-    "evaluate": Task.TaskTypes.testing,
-    "register_model": Task.TaskTypes.qc,
-}
 TEMPLATE_TAG = "template"
 
 
 def register_templates() -> dict[str, str]:
     """Create or update the template of every stage; returns {stage: template task id}."""
-    return {stage: register_template(stage) for stage in common.STAGES}
+    return {name: register_template(importlib.import_module(f"tasks.{name}").STAGE) for name in STAGES}
 
 
-def register_template(stage: str) -> str:
-    defaults = importlib.import_module(f"tasks.{stage}").DEFAULTS
-    existing = common.find_tasks(common.TEMPLATE_PROJECT, stage, statuses=["created"])
+def register_template(stage: stages.Stage) -> str:
+    existing = stages.find_tasks(settings.TEMPLATE_PROJECT, stage.name, statuses=["created"])
     if existing:
         task = existing[0]
     else:
         task = Task.create(
-            project_name=common.TEMPLATE_PROJECT,
-            task_name=stage,
-            task_type=TASK_TYPES[stage],
+            project_name=settings.TEMPLATE_PROJECT,
+            task_name=stage.name,
+            task_type=stage.task_type,
             add_task_init_call=False,
             detect_repository=False,
         )
         task.add_tags([TEMPLATE_TAG])
-    common.set_literal_script(task, f"tasks.{stage}:main", f"{stage}_step.py")
+    stages.set_literal_script(task, stage.entry, stage.script_name)
     stored = task.get_parameters(cast=False) or {}
     missing = {
-        f"{common.PARAM_SECTION}/{name}": value
-        for name, value in defaults.items()
-        if f"{common.PARAM_SECTION}/{name}" not in stored
+        f"{stages.PARAM_SECTION}/{name}": value
+        for name, value in stage.defaults.items()
+        if f"{stages.PARAM_SECTION}/{name}" not in stored
     }
     if missing:
         task.update_parameters(missing)
     return task.id
 
 
+@exit_on_error
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     for stage, task_id in register_templates().items():
-        print(f"template {common.TEMPLATE_PROJECT}/{stage}: {task_id}")
+        print(f"template {settings.TEMPLATE_PROJECT}/{stage}: {task_id}")
 
 
 if __name__ == "__main__":

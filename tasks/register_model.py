@@ -1,17 +1,22 @@
-"""Stage 4: the promotion gate. Publish the candidate and move the `production` tag to it, or refuse.
+"""Stage 4: the promotion gate. Publish the candidate and make it the production model, or refuse.
 
 Input: `evaluate_task_id` (its `evaluation` artifact) and `tolerance`. The candidate is promoted when, on the
 classes both models know, it is not worse than the production model by more than `tolerance` (or when there
-is no production model yet). A refused candidate stays unpublished, with the reason in its comment.
+is no production model yet). The promotion is a compare-and-set (`loop.registry.promote`): if another run
+promoted a model since the evaluation, the candidate is evaluated again against that model before anything is
+published. A refused candidate stays unpublished, with the reason in its comment. The task records which
+model the candidate was compared with and why it was or was not promoted (user properties and the `decision`
+artifact); the model's metadata holds the same.
 
     python -m tasks.register_model --evaluate-task-id <id> --tolerance 0.02
 """
 
 from __future__ import annotations
 
-from clearml import Model, Task
+from clearml import Task
 
-from tasks import common
+from loop import registry, stages
+from tasks import evaluate as evaluate_stage
 
 DEFAULTS = {"evaluate_task_id": "", "tolerance": 0.02}
 
@@ -19,44 +24,45 @@ DEFAULTS = {"evaluate_task_id": "", "tolerance": 0.02}
 def run(task: Task, params: dict) -> dict:
     from classifier.gate import decide_promotion
 
-    common.require(params, "evaluate_task_id")
-    evaluation = common.task_artifact(params["evaluate_task_id"], common.EVALUATION_ARTIFACT)
-    shared = evaluation.get("shared")
-    candidate_metrics = shared["candidate"] if shared else evaluation["candidate"]
-    production_metrics = shared["production"] if shared else None
-    decision = decide_promotion(candidate_metrics, production_metrics, params["tolerance"])
+    stages.require(params, "evaluate_task_id")
+    evaluation = stages.task_artifact(params["evaluate_task_id"], evaluate_stage.EVALUATION_ARTIFACT)
+    candidate_id = evaluation["model_id"]
+    evaluated_against = evaluation.get("production_model_id")
+    reevaluated_against: list[str | None] = []
 
-    model = Model(model_id=evaluation["model_id"])
-    verdict = "promoted" if decision.promote else "not promoted"
-    model.comment = f"{model.comment or ''}\n{verdict}: {decision.reason}".strip()
-    common.set_model_metadata(
-        model,
-        {
-            "metrics": {k: v for k, v in evaluation["candidate"].items() if isinstance(v, (int, float))},
-            "compared_with": evaluation.get("production_model_id") or "",
-            "promotion": f"{verdict}: {decision.reason}",
-        },
+    def judge(production: registry.RegistryModel | None):
+        production_id = production.id if production else None
+        if production_id != evaluation.get("production_model_id"):
+            # Production changed since the evaluation: compare with the model that is production now.
+            print(f"production is now {production_id}, not {evaluation.get('production_model_id')}: evaluating again")
+            evaluation.update(evaluate_stage.evaluate_against(evaluation, production_id))
+            reevaluated_against.append(production_id)
+        shared = evaluation.get("shared")
+        candidate_metrics = shared["candidate"] if shared else evaluation["candidate"]
+        return decide_promotion(candidate_metrics, shared["production"] if shared else None, params["tolerance"])
+
+    registry.set_metadata(
+        candidate_id,
+        {"metrics": {k: v for k, v in evaluation["candidate"].items() if isinstance(v, (int, float))}},
     )
-    previous: list[str] = []
-    if decision.promote:
-        model.publish()
-        previous = common.move_production_tag(model.id)
-    result = {
-        "model_id": model.id,
-        "promoted": decision.promote,
-        "reason": decision.reason,
-        "previous_production": previous,
-    }
+    record = registry.promote(candidate_id, judge)
+    result = record.to_dict() | {"evaluated_against": evaluated_against, "reevaluated_against": reevaluated_against}
+    task.set_user_properties(
+        compared_with=record.compared_with or "",
+        promoted=str(record.promoted),
+        reason=record.reason,
+        judgements=str(len(record.judgements)),
+    )
     task.upload_artifact("decision", artifact_object=result, wait_on_upload=True)
-    print(f"model {model.id} {verdict}: {decision.reason}")
+    print(f"model {candidate_id} {'promoted' if record.promoted else 'not promoted'}: {record.reason}")
     return result
 
 
+STAGE = stages.Stage("register_model", Task.TaskTypes.qc, DEFAULTS, run, __doc__.split("\n\n")[0])
+
+
 def main(argv: list[str] | None = None) -> None:
-    params = common.parse_cli(DEFAULTS, __doc__.split("\n\n")[0], argv)
-    task, params = common.init_stage_task("register_model", Task.TaskTypes.qc, params)
-    run(task, params)
-    task.close()
+    stages.main(STAGE, argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ from pathlib import Path
 from clearml import OutputModel, Task
 
 from classifier.train import TrainConfig, train
-from tasks import common
+from loop import datasets, registry, settings, stages
+from loop.errors import StageError
+from tasks.prepare_data import load_split
 
 # Fields of TrainConfig that are properties of the machine, not of the experiment.
 LOCAL_FIELDS = ("embedding_cache_dir", "progress")
@@ -29,19 +31,19 @@ DEFAULTS = {
 
 
 def run(task: Task, params: dict) -> str:
-    common.require(params, "prepare_task_id")
-    manifest = common.load_split(params["prepare_task_id"])
-    root = common.fetch_dataset(manifest.dataset_id)
-    parent_id = common.resolve_model_id(params["parent_model_id"])
-    parent = common.load_checkpoint(parent_id) if parent_id else None
+    stages.require(params, "prepare_task_id")
+    manifest = load_split(params["prepare_task_id"])
+    root = datasets.local_copy(manifest.dataset_id)
+    parent_id = registry.resolve_model_id(params["parent_model_id"])
+    parent = registry.load_checkpoint(parent_id) if parent_id else None
     if parent_id and parent_id != params["parent_model_id"]:
-        task.set_parameter(f"{common.PARAM_SECTION}/parent_model_id", parent_id)
+        task.set_parameter(f"{stages.PARAM_SECTION}/parent_model_id", parent_id)
 
-    settings = {key: value for key, value in params.items() if key not in ("prepare_task_id", "parent_model_id")}
+    training = {key: value for key, value in params.items() if key not in ("prepare_task_id", "parent_model_id")}
     try:
-        config = TrainConfig.from_dict(settings | {"embedding_cache_dir": "", "progress": False})
+        config = TrainConfig.from_dict(training | {"embedding_cache_dir": "", "progress": False})
     except ValueError as error:
-        raise SystemExit(f"invalid training parameters: {error}") from error
+        raise StageError(f"invalid training parameters: {error}") from error
     logger = task.get_logger()
 
     def on_epoch(epoch: int, metrics: dict) -> None:
@@ -72,18 +74,18 @@ def run(task: Task, params: dict) -> str:
             name=f"classifier-{config.backbone}",
             framework="PyTorch",
             label_enumeration={name: index for index, name in enumerate(checkpoint.classes)},
-            tags=[common.CANDIDATE_TAG],
+            tags=[settings.CANDIDATE_TAG],
             comment=f"{len(checkpoint.classes)} classes, dataset {manifest.dataset_id}, parent {parent_id or 'none'}",
         )
         model.update_weights(weights_filename=str(weights), auto_delete_file=False, async_enable=False)
     # Steps cloned by a pipeline live in its hidden project; the model registry is the main project.
-    model.project = Task.get_project_id(common.PROJECT)
+    model.project = Task.get_project_id(settings.PROJECT)
     timings = {key: result.metrics[key] for key in ("embedding_seconds", "train_seconds") if key in result.metrics}
     timings["upload_seconds"] = time.perf_counter() - upload_started
     for name, value in timings.items():
         logger.report_single_value(name, value)
-    common.set_model_metadata(
-        model,
+    registry.set_metadata(
+        model.id,
         {
             "classes": list(checkpoint.classes),
             "dataset_id": manifest.dataset_id,
@@ -102,11 +104,11 @@ def _scalars(metrics: dict) -> dict:
     return {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
 
 
+STAGE = stages.Stage("train", Task.TaskTypes.training, DEFAULTS, run, __doc__.split("\n\n")[0])
+
+
 def main(argv: list[str] | None = None) -> None:
-    params = common.parse_cli(DEFAULTS, __doc__.split("\n\n")[0], argv)
-    task, params = common.init_stage_task("train", Task.TaskTypes.training, params)
-    run(task, params)
-    task.close()
+    stages.main(STAGE, argv)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
-"""Shared fixtures: one ClearML-compatible server per test session, isolated clients, agents that always stop.
+"""Shared fixtures: one ClearML-compatible server per test session, started by the first test that needs it;
+isolated clients; agents that always stop.
 
-Before any test module is imported (``pytest_configure``), this starts ``localserver`` as a subprocess on a free
-127.0.0.1 port with a temporary data dir and points this process at it: the CLEARML_* hosts and keys,
-``CLEARML_CONFIG_FILE`` (low HTTP retries, no waiting on "maintenance", so a broken server fails a test instead
-of hanging it), an isolated ``HOME`` (the SDK's ``~/.clearml`` caches) and ``CLEARML_TASK_NO_REUSE=1``.
+``pytest_configure`` only isolates this process: it removes inherited CLEARML_* variables and sets a temporary
+``HOME`` (the SDK's ``~/.clearml`` caches), ``CLEARML_TASK_NO_REUSE=1`` and ``CLEARML_CONFIG_FILE`` (low HTTP
+retries, no waiting on "maintenance", so a broken server fails a test instead of hanging it). Until a test asks
+for ``clearml_server``, the API hosts point at a closed port, so SDK use without the fixture fails at once. The
+fixture starts ``localserver`` as a subprocess on a free 127.0.0.1 port with the keys of that config file,
+rewrites the file with the real address and points the CLEARML_* hosts at it; a session that runs no ClearML
+test (``make test-fast -k classifier``) starts no server.
 
 The SDK's configuration and its "current task" are process-global. So:
 - quick SDK flows (``Task.init`` ... ``close()``, datasets, model queries) may run in the test process against
@@ -17,13 +21,14 @@ The SDK's configuration and its "current task" are process-global. So:
 Fixtures: ``clearml_server`` (a ``localserver.ServerProcess``: ``api_url``, ``files_url``, ``access_key``,
 ``secret_key``, ``data_dir``, ``client_env()``), ``clearml_env`` (the CLEARML_* dict for subprocesses),
 ``start_agent`` (factory; see ``devstack.agents.start_agent``) and ``run_python`` (runs a script file with the
-client environment, killing its process group afterwards).
+client environment, killing its process group afterwards). Helpers: ``tests/support.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -34,8 +39,10 @@ import pytest
 
 from devstack import agents
 from devstack.processes import run_in_own_group
-from localserver import start_server_process  # noqa: E402
+from localserver import client_env, start_server_process, write_client_config
 
+# Nothing listens on the discard port; SDK calls made before the server fixture fail fast instead of going anywhere.
+_NO_SERVER_YET = "http://127.0.0.1:9"
 _session: dict = {}
 
 
@@ -45,15 +52,16 @@ def pytest_configure(config):
     root = Path(tempfile.mkdtemp(prefix="clearml-tests-"))
     for key in [k for k in os.environ if k.startswith(("CLEARML_", "TRAINS_"))]:
         del os.environ[key]
-    server = start_server_process(root / "server", port=0)
     home = root / "home"
     home.mkdir()
-    env = server.client_env(config_file=server.write_client_config(root / "clearml.conf"))
-    os.environ.update(env, HOME=str(home), CLEARML_TASK_NO_REUSE="1")
+    keys = {"access_key": secrets.token_hex(10), "secret_key": secrets.token_hex(20)}
+    config_file = write_client_config(root / "clearml.conf", _NO_SERVER_YET, **keys)
+    os.environ.update(client_env(_NO_SERVER_YET, config_file=config_file, **keys))
+    os.environ.update(HOME=str(home), CLEARML_TASK_NO_REUSE="1")
     # gradio_client reports each Client() to Hugging Face unless told not to (its analytics_enabled=False
     # argument does not switch it off); tests stay on this machine.
     os.environ.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1")
-    _session.update(root=root, server=server, env=env)
+    _session.update(root=root, keys=keys, config_file=config_file)
 
 
 def _close_current_task() -> None:
@@ -77,7 +85,8 @@ def _no_leftover_task():
 def pytest_unconfigure(config):
     if _session:
         _close_current_task()
-        _session["server"].stop()
+        if "server" in _session:
+            _session["server"].stop()
         shutil.rmtree(_session["root"], ignore_errors=True)
         _session.clear()
     # Reap exited children (the SDK forks reporter processes); orphaned zombies would outlive the run.
@@ -90,6 +99,11 @@ def pytest_unconfigure(config):
 def clearml_server():
     from clearml import Task
 
+    if "server" not in _session:
+        server = start_server_process(_session["root"] / "server", port=0, **_session["keys"])
+        _session["env"] = server.client_env(config_file=server.write_client_config(_session["config_file"]))
+        os.environ.update(_session["env"])
+        _session["server"] = server
     server = _session["server"]
     if server.process.poll() is not None:
         pytest.fail(f"the session's localserver exited; see {server.data_dir / 'server.log'}")

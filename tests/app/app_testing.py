@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import json
 import os
-import socket
 import struct
 import zlib
 from pathlib import Path
@@ -17,6 +15,8 @@ from app.model_holder import ServedModel
 from classifier.checkpoint import Checkpoint
 from classifier.predict import Predictor
 from classifier.synthetic import make_image
+from devstack.processes import free_port
+from loop import registry
 
 UPLOAD_LIMIT_MB = 1.0
 
@@ -49,12 +49,6 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", row) + chunk(b"IEND", b"")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def launch(ui, upload_limit_mb: float = UPLOAD_LIMIT_MB):
     """Start `ui` on a free local port as `python -m app` does; returns (blocks, url). Close with `blocks.close()`."""
     args = parse_args(["--port", str(free_port()), "--max-upload-mb", str(upload_limit_mb)])
@@ -72,7 +66,7 @@ def register_model(
     metrics: dict | None = None,
 ) -> str:
     """Upload `checkpoint` to the files server and register it as a model, as the training pipeline would."""
-    from clearml import InputModel, Model, StorageManager
+    from clearml import InputModel, StorageManager
 
     path = checkpoint.save(work_dir / f"{name}.pt")
     url = StorageManager.upload_file(str(path), f"{os.environ['CLEARML_FILES_HOST']}/{project}/models/{name}.pt")
@@ -80,7 +74,5 @@ def register_model(
         weights_url=url, name=name, project=project, tags=tags, create_as_published=published
     )
     if metrics:
-        Model(model.id).set_all_metadata(
-            {key: {"value": json.dumps(value), "type": "str"} for key, value in metrics.items()}, replace=False
-        )
+        registry.set_metadata(model.id, metrics)
     return model.id

@@ -6,7 +6,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from app_testing import UPLOAD_LIMIT_MB, encode, free_port, image_bytes, png_header_only
+from app_testing import UPLOAD_LIMIT_MB, encode, image_bytes, png_header_only
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -15,6 +15,7 @@ from app.__main__ import parse_args, serve
 from classifier.images import InvalidImage, sha256_bytes
 from classifier.runtime import serving_threads
 from classifier.synthetic import make_image
+from devstack.processes import free_port
 
 
 def upload(tmp_path, data: bytes, name: str = "upload.png"):

@@ -7,27 +7,28 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
-from app_testing import free_port, image_bytes, register_model
+from app_testing import image_bytes, register_model
 from clearml import Dataset
 from gradio_client import Client, handle_file
+
+from devstack.processes import free_port, wait_until
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def connect(url: str, process: subprocess.Popen, auth, timeout: float = 120) -> Client:
-    deadline = time.monotonic() + timeout
-    while True:
+    def client() -> Client | None:
         try:
             return Client(url, auth=auth, verbose=False)
         except Exception:
             assert process.poll() is None, "the app exited"
-            assert time.monotonic() < deadline, "the app did not come up"
-            time.sleep(0.5)
+            return None
+
+    return wait_until(client, timeout, "the app to come up", interval=0.5)
 
 
 def test_python_m_app_serves_publishes_and_requires_login(clearml_server, clearml_env, checkpoints, tmp_path):
@@ -53,11 +54,12 @@ def test_python_m_app_serves_publishes_and_requires_login(clearml_server, clearm
             path = tmp_path / f"pet{index}.png"
             path.write_bytes(image_bytes("rabbit", 800 + index))
             assert "Stored as **rabbit**" in client.predict(handle_file(str(path)), "rabbit", api_name="/feedback")
-        deadline = time.monotonic() + 60
-        while not (versions := Dataset.list_datasets(dataset_project=project, only_completed=True)):
-            assert time.monotonic() < deadline, f"nothing was published; see {tmp_path / 'app.log'}"
-            time.sleep(0.5)
-        (version,) = versions
+        (version,) = wait_until(
+            lambda: Dataset.list_datasets(dataset_project=project, only_completed=True),
+            60,
+            f"a published version; see {tmp_path / 'app.log'}",
+            interval=0.5,
+        )
         added = Dataset.get(dataset_id=version["id"]).list_added_files()
         assert len(added) == 2 and all(path.startswith("rabbit/") for path in added)
         assert client.predict(api_name="/publish") == "Nothing to publish."

@@ -13,6 +13,7 @@ from clearml import Dataset, Task
 from app.__main__ import build, parse_args
 from app.feedback_store import FeedbackStore
 from app.publisher import AutoPublisher, Publisher
+from devstack.processes import wait_until
 
 
 def unique_project() -> str:
@@ -104,13 +105,6 @@ def test_version_finalized_just_before_a_crash_is_recorded_not_published_again(c
     assert {restarted.published_in(sha) for sha in shas} == {dataset.id}
 
 
-def wait_until(condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
 def test_automatic_publishing_after_n_items(clearml_server, store):
     publisher = Publisher(store, unique_project(), "pets")
     auto = AutoPublisher(publisher, every_n=3, every_minutes=0, check_interval_s=0.1)
@@ -120,7 +114,7 @@ def test_automatic_publishing_after_n_items(clearml_server, store):
     assert auto.due()
     auto.start()
     try:
-        wait_until(lambda: store.unpublished_count() == 0)
+        wait_until(lambda: store.unpublished_count() == 0, 60, "every item published", interval=0.1)
     finally:
         auto.stop()
     (version,) = publisher.versions()
@@ -135,7 +129,7 @@ def test_automatic_publishing_after_t_minutes(clearml_server, store):
     started = time.monotonic()
     auto.start()
     try:
-        wait_until(lambda: store.unpublished_count() == 0)
+        wait_until(lambda: store.unpublished_count() == 0, 60, "every item published", interval=0.1)
     finally:
         auto.stop()
     assert time.monotonic() - started >= 1.0

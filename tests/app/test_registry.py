@@ -12,7 +12,7 @@ from gradio_client import Client, handle_file
 
 from app.__main__ import build, parse_args
 from app.registry import RegistryWatcher, model_history
-from tasks.common import production_model
+from loop.registry import production_model
 
 
 def test_only_the_newest_published_model_with_the_tag_is_served(clearml_server, checkpoints, tmp_path):

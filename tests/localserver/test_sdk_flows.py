@@ -6,6 +6,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+import pytest
 from server_testing import login, ok
 
 from devstack.agents import execute_task
@@ -80,6 +81,7 @@ def test_dataset_versions_resolve_newest_and_merge_parents(clearml_server, tmp_p
     assert draft.id not in {d["id"] for d in listed}
 
 
+@pytest.mark.slow  # clearml-agent executes the task
 def test_create_clone_parameters_enqueue_then_agent_execute(clearml_server, clearml_env, tmp_path):
     """(c) Task.create, Task.clone, set_parameters, Task.enqueue(queue_name=...); (g) clearml-agent execute --id."""
     from clearml import Task

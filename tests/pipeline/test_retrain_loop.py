@@ -14,9 +14,11 @@ import pytest
 from clearml import Model, Task
 
 from devstack import agents
+from devstack.processes import wait_until
+from loop import datasets, registry, sdk_private, settings, stages
 from pipelines import retrain
-from tasks import common, register, rollback
-from tests.tasks import support
+from tasks import STAGES, register
+from tests import support
 from triggers import retrain_trigger
 
 pytestmark = pytest.mark.slow
@@ -31,7 +33,7 @@ def env(clearml_env):
 
 
 @pytest.fixture(scope="module")
-def workers(env, tmp_path_factory):
+def workers(env, clearml_server, tmp_path_factory):
     work = tmp_path_factory.mktemp("loop-agents")
     started = {
         queue: agents.start_agent(env, work, queue=queue, services_mode=queue == "services", create_queue=True)
@@ -40,7 +42,8 @@ def workers(env, tmp_path_factory):
     yield started
     for agent in started.values():
         agent.stop()
-    leftovers = _processes_with(env["CLEARML_CONFIG_FILE"])
+    # The session's server (started after the client variables were set) shares them and keeps running.
+    leftovers = _processes_with(env["CLEARML_CONFIG_FILE"], besides={clearml_server.pid})
     assert not leftovers, f"processes left running: {leftovers}"
 
 
@@ -53,7 +56,7 @@ def loop(env, workers, tmp_path_factory):
     pipeline_id = retrain.registered_pipeline_id()
     assert pipeline_id
     state = {"data": data, "pipeline_id": pipeline_id, "workers": workers}
-    state["base"] = common.create_dataset_version(support.image_folder(data / "base", ["cat", "dog"], 12))
+    state["base"] = datasets.create_version(support.image_folder(data / "base", ["cat", "dog"], 12))
     yield state
     if "scheduler_task" in state:
         state["scheduler_task"].close()
@@ -66,7 +69,7 @@ def scheduler(loop):
 
 
 def wait_finished(task_id: str) -> str:
-    return support.wait_until(
+    return wait_until(
         lambda: (status := Task.get_task(task_id=task_id).status) in FINISHED and status,
         RUN_TIMEOUT,
         f"pipeline run {task_id}",
@@ -75,23 +78,23 @@ def wait_finished(task_id: str) -> str:
 
 
 def triggered_runs() -> list[Task]:
-    return common.find_tasks(retrain.PIPELINE_PROJECT, None, tags=[retrain_trigger.TRIGGER_NAME])
+    return stages.find_tasks(retrain.PIPELINE_PROJECT, None, tags=[retrain_trigger.TRIGGER_NAME])
 
 
 def new_version(loop, name: str, classes: list[str], start: int) -> str:
     folder = support.image_folder(loop["data"] / name, classes, 8, start=start)
-    return common.create_dataset_version(folder, parent_id=common.latest_dataset_id())
+    return datasets.create_version(folder, parent_id=datasets.latest_version_id())
 
 
 def test_base_version_trains_the_first_production_model(loop):
     run_id = retrain.enqueue_run(loop["base"])
     assert wait_finished(run_id) == "completed"
-    production = common.production_model()
+    production = registry.production_model()
     assert production.published
-    assert production.get_metadata("dataset_id") == loop["base"]
+    assert production.metadata["dataset_id"] == loop["base"]
     assert {"cat", "dog"} <= set(production.labels)
     steps = {t.name: t for t in Task.get_tasks(task_filter={"parent": run_id, "search_hidden": True})}
-    assert set(steps) == set(common.STAGES)
+    assert set(steps) == set(STAGES)
     # The parameters given at registration reach the steps of a run cloned from the draft.
     assert steps["train"].get_parameter("General/epochs") == "3"
     assert steps["train"].get_parameter("General/mode") == "head"
@@ -101,42 +104,65 @@ def test_base_version_trains_the_first_production_model(loop):
 
 
 def test_a_version_with_a_new_class_triggers_one_run_that_grows_the_model(loop, scheduler):
-    assert not scheduler._step(), "no new version yet"
+    assert not sdk_private.poll_triggers_once(scheduler), "no new version yet"
     child = new_version(loop, "rabbits", ["rabbit"], 0)
-    assert scheduler._step()
-    assert not scheduler._step(), "a version triggers once"
+    assert sdk_private.poll_triggers_once(scheduler)
+    assert not sdk_private.poll_triggers_once(scheduler), "a version triggers once"
     runs = triggered_runs()
     assert len(runs) == 1
     assert runs[0].get_parameter("Args/dataset_id") == child
     assert wait_finished(runs[0].id) == "completed"
 
     old = Model(model_id=loop["first_production"])
-    grown = common.production_model()
+    grown = registry.production_model()
     assert grown.id != old.id and grown.published
     assert set(grown.labels) == set(old.labels) | {"rabbit"}
-    assert common.PRODUCTION_TAG not in old.tags
-    assert grown.get_metadata("dataset_id") == child
-    assert grown.get_metadata("parent_model_id") == old.id
+    assert settings.PRODUCTION_TAG not in old.tags
+    assert grown.metadata["dataset_id"] == child
+    assert grown.metadata["parent_model_id"] == old.id
 
 
-def test_two_new_versions_start_two_runs(loop, scheduler):
+def test_two_new_versions_start_two_runs_that_end_with_one_production_model(loop, scheduler):
     before = {run.id for run in triggered_runs()}
     versions = {new_version(loop, "more-a", ["cat", "dog"], 100), new_version(loop, "more-b", ["cat", "dog"], 200)}
-    assert scheduler._step()
-    assert not scheduler._step()
-    runs = [run for run in triggered_runs() if run.id not in before]
-    assert {run.get_parameter("Args/dataset_id") for run in runs} == versions
-    assert [wait_finished(run.id) for run in runs] == ["completed", "completed"]
-    assert common.production_model().get_metadata("dataset_id") in versions
+    observer = support.RegistryObserver(settings.PROJECT, interval=0.05)
+    observer.start()
+    try:
+        assert sdk_private.poll_triggers_once(scheduler)
+        assert not sdk_private.poll_triggers_once(scheduler)
+        runs = [run for run in triggered_runs() if run.id not in before]
+        assert {run.get_parameter("Args/dataset_id") for run in runs} == versions
+        assert [wait_finished(run.id) for run in runs] == ["completed", "completed"]
+    finally:
+        support.assert_never_none_nor_two(observer.finish())
+    tagged = registry.list_models(settings.PROJECT, settings.PRODUCTION_TAG, include_archived=True)
+    assert [model.id for model in tagged] == [registry.production_model().id]
+    # Each run's register_model step records what its candidate was compared with, and the promotions chain:
+    # a run that promoted after the other compared with the other's model, not with the model both started from.
+    decisions = [stages.task_artifact(step(run.id, "register_model").id, "decision") for run in runs]
+    assert all(decision["compared_with"] and decision["judgements"] for decision in decisions)
+    promoted = sorted(
+        (d for d in decisions if d["promoted"]), key=lambda d: registry.find_model(d["model_id"]).promotion_seq
+    )
+    assert promoted, decisions
+    for earlier, later in zip(promoted, promoted[1:], strict=False):
+        assert later["compared_with"] == earlier["model_id"]
+    assert tagged[0].id == promoted[-1]["model_id"]
+    assert registry.production_model().metadata["dataset_id"] in versions
+
+
+def step(run_id: str, name: str) -> Task:
+    (found,) = [t for t in Task.get_tasks(task_filter={"parent": run_id, "search_hidden": True}) if t.name == name]
+    return found
 
 
 def test_a_failing_step_fails_the_run_and_keeps_production(loop):
-    production = common.production_model().id
+    production = registry.production_model().id
     run_id = retrain.enqueue_run("no-such-dataset")
     assert wait_finished(run_id) == "failed"
     steps = {t.name: t.status for t in Task.get_tasks(task_filter={"parent": run_id, "search_hidden": True})}
     assert steps == {"prepare_data": "failed"}
-    assert common.production_model().id == production
+    assert registry.production_model().id == production
 
 
 def test_the_trigger_command_starts_one_scheduler_service_that_retrains(loop, env):
@@ -146,46 +172,50 @@ def test_the_trigger_command_starts_one_scheduler_service_that_retrains(loop, en
     (service,) = retrain_trigger.active_schedulers()
     before = {run.id for run in triggered_runs()}
     version = new_version(loop, "foxes", ["fox"], 0)
-    run = support.wait_until(
-        lambda: [r for r in triggered_runs() if r.id not in before], 120, "the scheduler service to start a run"
+    # The scheduler clones the run (tagged) first and sets its parameters next: wait for both.
+    run = wait_until(
+        lambda: [r for r in triggered_runs() if r.id not in before and r.get_parameter("Args/dataset_id")],
+        120,
+        "the scheduler service to start a run",
     )
     assert [r.get_parameter("Args/dataset_id") for r in run] == [version]
     assert wait_finished(run[0].id) == "completed"
-    assert "fox" in common.production_model().labels
+    assert "fox" in registry.production_model().labels
     assert [t.id for t in retrain_trigger.active_schedulers()] == [service.id]
 
 
 def test_run_local_runs_the_controller_and_its_steps_in_local_processes(loop, env):
-    newest = common.latest_dataset_id()
+    newest = datasets.latest_version_id()
     result = support.run_module(env, "pipelines.retrain", "run", "--local", timeout=300)
     assert "pipeline completed" in result.stdout
-    assert common.production_model().get_metadata("dataset_id") == newest
+    assert registry.production_model().metadata["dataset_id"] == newest
 
 
 def test_rollback_moves_production_to_the_previous_published_model(loop):
-    current = common.production_model()
-    published = [m for m in Model.query_models(project_name=common.PROJECT, only_published=True)]
-    old, new = rollback.rollback()
+    current = registry.production_model()
+    published = [m for m in Model.query_models(project_name=settings.PROJECT, only_published=True)]
+    old, new = registry.rollback()
     assert old == current.id
     assert new != old and new in {m.id for m in published}
-    assert common.production_model().id == new
-    assert common.PRODUCTION_TAG not in Model(model_id=old).tags
+    assert registry.production_model().id == new
+    assert settings.PRODUCTION_TAG not in Model(model_id=old).tags
 
 
 def test_nothing_is_left_queued_or_running(loop):
-    busy = common.find_tasks(retrain.PIPELINE_PROJECT, None, statuses=["queued", "in_progress"])
+    busy = stages.find_tasks(retrain.PIPELINE_PROJECT, None, statuses=["queued", "in_progress"])
     assert not busy, [(t.name, t.status) for t in busy]
 
 
-def _processes_with(marker: str) -> list[int]:
-    """Pids (other than this one) whose environment mentions `marker`."""
+def _processes_with(marker: str, besides: set[int]) -> list[str]:
+    """Pid and command line of each process (but this one and `besides`) whose environment mentions `marker`."""
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit() or int(entry.name) in {os.getpid(), *besides}:
             continue
         try:
             if marker.encode() in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"{entry.name}: {command[:300]}")
         except OSError:
             continue
     return found

@@ -9,8 +9,13 @@ import pytest
 from clearml import Model, Task
 
 from devstack.agents import execute_task
-from tasks import bootstrap_dataset, common, register
-from tests.tasks import support
+from loop import datasets, registry, settings, stages
+from loop.errors import StageError
+from tasks import bootstrap_dataset
+from tasks import register as register_stage
+from tasks.evaluate import EVALUATION_ARTIFACT
+from tasks.prepare_data import load_split
+from tests import support
 
 pytestmark = pytest.mark.slow
 
@@ -29,24 +34,27 @@ def dataset_id(tmp_path_factory):
     (folder / "cat" / "empty.jpg").write_bytes(b"")
     (folder / "dog" / "notes.jpg").write_text("not an image")
     shutil.copy(folder / "cat" / "cat_00000.jpg", folder / "cat" / "zz_copy.jpg")
-    return common.create_dataset_version(folder)
+    return datasets.create_version(folder)
 
 
-def train_evaluate_register(env, prepare_id: str, *train_args: str) -> SimpleNamespace:
+def train_and_evaluate(env, prepare_id: str, *train_args: str) -> SimpleNamespace:
     support.run_module(env, "tasks.train", "--prepare-task-id", prepare_id, *train_args)
     train = support.newest_task("train")
     model_id = train.models["output"][-1].id
     support.run_module(env, "tasks.evaluate", "--prepare-task-id", prepare_id, "--model-id", model_id)
-    evaluate = support.newest_task("evaluate")
-    previous = common.production_model()
-    support.run_module(env, "tasks.register_model", "--evaluate-task-id", evaluate.id)
-    return SimpleNamespace(
-        train=train,
-        evaluate=evaluate,
-        register=support.newest_task("register_model"),
-        model_id=model_id,
-        previous_production=previous.id if previous else None,
-    )
+    return SimpleNamespace(train=train, evaluate=support.newest_task("evaluate"), model_id=model_id)
+
+
+def register(env, run: SimpleNamespace, *register_args: str) -> SimpleNamespace:
+    previous = registry.production_model()
+    support.run_module(env, "tasks.register_model", "--evaluate-task-id", run.evaluate.id, *register_args)
+    run.register = support.newest_task("register_model")
+    run.previous_production = previous.id if previous else None
+    return run
+
+
+def train_evaluate_register(env, prepare_id: str, *train_args: str) -> SimpleNamespace:
+    return register(env, train_and_evaluate(env, prepare_id, *train_args))
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +72,7 @@ def good(env, prepare):
 def test_prepare_data_stores_the_split_and_reports_bad_files(prepare, dataset_id):
     assert prepare.get_status() == "completed"
     assert prepare.get_parameter("General/dataset_id") == dataset_id
-    split = common.load_split(prepare.id)
+    split = load_split(prepare.id)
     assert split.dataset_id == dataset_id
     assert split.classes == ["cat", "dog"]
     assert len(split.train) + len(split.val) == 32
@@ -85,16 +93,16 @@ def test_train_registers_the_model_on_the_files_server(good, dataset_id, clearml
     assert model.framework == "PyTorch"
     assert model.labels == {"cat": 0, "dog": 1}
     assert model.url.startswith(clearml_server.files_url)
-    assert model.project == Task.get_project_id(common.PROJECT)
+    assert model.project == Task.get_project_id(settings.PROJECT)
     assert model.get_metadata("dataset_id") == dataset_id
     assert model.get_metadata("parent_model_id") == ""
-    assert common.load_checkpoint(model.id).classes == ["cat", "dog"]
+    assert registry.load_checkpoint(model.id).classes == ["cat", "dog"]
     scalars = good.train.get_reported_scalars()
     assert len(scalars["accuracy"]["val"]["x"]) == 3, "one validation accuracy per epoch"
 
 
 def test_evaluate_scores_the_candidate_on_the_validation_split(good):
-    evaluation = common.task_artifact(good.evaluate.id, common.EVALUATION_ARTIFACT)
+    evaluation = stages.task_artifact(good.evaluate.id, EVALUATION_ARTIFACT)
     assert evaluation["model_id"] == good.model_id
     assert evaluation["candidate"]["accuracy"] >= 0.9
     assert evaluation["production_model_id"] == good.previous_production
@@ -105,12 +113,12 @@ def test_evaluate_scores_the_candidate_on_the_validation_split(good):
 def test_gate_publishes_a_good_model_and_moves_the_production_tag(good):
     model = Model(model_id=good.model_id)
     assert model.published
-    assert common.PRODUCTION_TAG in model.tags and common.CANDIDATE_TAG not in model.tags
-    assert common.production_model().id == good.model_id
+    assert settings.PRODUCTION_TAG in model.tags and settings.CANDIDATE_TAG not in model.tags
+    assert registry.production_model().id == good.model_id
     assert "promoted" in model.comment and "not promoted" not in model.comment
     assert model.get_metadata("promotion").startswith("promoted")
     if good.previous_production:
-        assert common.PRODUCTION_TAG not in Model(model_id=good.previous_production).tags
+        assert settings.PRODUCTION_TAG not in Model(model_id=good.previous_production).tags
 
 
 def test_gate_refuses_a_worse_model(env, prepare, good):
@@ -119,26 +127,45 @@ def test_gate_refuses_a_worse_model(env, prepare, good):
     )
     model = Model(model_id=worse.model_id)
     assert not model.published
-    assert common.PRODUCTION_TAG not in model.tags
+    assert settings.PRODUCTION_TAG not in model.tags
     assert "not promoted" in model.comment
-    assert common.production_model().id == good.model_id
-    assert common.task_artifact(worse.register.id, "decision")["promoted"] is False
+    assert registry.production_model().id == good.model_id
+    decision = stages.task_artifact(worse.register.id, "decision")
+    assert decision["promoted"] is False and decision["compared_with"] == good.model_id
+    assert worse.register.get_user_properties(value_only=True)["compared_with"] == good.model_id
 
 
 def test_a_template_clone_runs_on_an_agent_with_its_edited_parameters(env, prepare, dataset_id, tmp_path):
-    templates = register.register_templates()
-    assert register.register_templates() == templates, "registering again must update the same templates"
+    templates = register_stage.register_templates()
+    assert register_stage.register_templates() == templates, "registering again must update the same templates"
     clone = Task.clone(source_task=templates["prepare_data"], name="prepare_data (edited)")
     clone.set_parameters({"General/dataset_id": dataset_id, "General/val_fraction": 0.5})
     result = execute_task(env, tmp_path, clone.id, timeout=180)
     assert result.returncode == 0, result.stdout[-4000:]
     clone.reload()
     assert clone.get_status() == "completed"
-    wide, narrow = common.load_split(clone.id), common.load_split(prepare.id)
+    wide, narrow = load_split(clone.id), load_split(prepare.id)
     # A file's side depends on its hash alone: raising the fraction only moves files into validation.
     assert {f.relpath for f in narrow.val} < {f.relpath for f in wide.val}
 
 
 def test_bootstrap_refuses_a_second_base_version(dataset_id, tmp_path):
-    with pytest.raises(SystemExit, match="already has version"):
+    with pytest.raises(StageError, match="already has version"):
         bootstrap_dataset.bootstrap(support.image_folder(tmp_path, ["cat", "dog"], 1))
+
+
+def test_a_candidate_evaluated_against_an_older_production_model_is_evaluated_again(env, prepare, good):
+    """Two candidates evaluated against the same production model; the first one's promotion makes the second
+    one's evaluation stale, so register_model evaluates it again against the new production model."""
+    first = train_and_evaluate(env, prepare.id, "--parent-model-id", "none", *TRAIN_ARGS)
+    second = train_and_evaluate(env, prepare.id, "--parent-model-id", "none", *TRAIN_ARGS)
+    register(env, first, "--tolerance", "1")  # promoted whatever the scores: this test is about the order
+    assert registry.production_model().id == first.model_id
+    register(env, second, "--tolerance", "1")
+    decision = stages.task_artifact(second.register.id, "decision")
+    assert decision["evaluated_against"] == good.model_id
+    assert decision["reevaluated_against"] == [first.model_id]
+    assert [judgement["compared_with"] for judgement in decision["judgements"]] == [first.model_id]
+    assert decision["compared_with"] == first.model_id and decision["promoted"]
+    assert Model(model_id=second.model_id).get_metadata("compared_with") == first.model_id
+    assert registry.production_model().id == second.model_id

@@ -1,0 +1,1 @@
+"""The one-command loop (`python -m devstack run`) and the agent launcher."""

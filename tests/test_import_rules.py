@@ -1,0 +1,70 @@
+"""Who may import whom: the ML core and the server stand alone, the app reaches ClearML only through the adapter,
+and the adapter does not depend on its users. Read from the source (every import, also inside functions)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_PACKAGES = {"app", "benchmarks", "classifier", "devstack", "localserver", "loop", "pipelines", "tasks"}
+PROJECT_PACKAGES |= {"tests", "triggers"}
+ALLOWED = {
+    "classifier": {"classifier"},
+    "localserver": {"localserver"},
+    "loop": {"loop", "classifier"},
+    "app": {"app", "classifier", "loop"},
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Top-level names of every absolute import in the file."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return {name.split(".")[0] for name in names}
+
+
+def imported_packages(package: str) -> dict[str, set[str]]:
+    """{module path: project packages it imports}"""
+    return {
+        str(path.relative_to(ROOT)): imported_modules(path) & PROJECT_PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+    }
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_imports_stay_within_what_the_package_may_use(package):
+    imports = imported_packages(package)
+    assert imports, f"no modules found under {package}/"
+    wrong = {module: sorted(used - ALLOWED[package]) for module, used in imports.items() if used - ALLOWED[package]}
+    assert wrong == {}
+
+
+def test_the_app_does_not_import_clearml_itself():
+    """The app talks to ClearML through `loop` only: no module of app/ imports clearml itself."""
+    assert [path.name for path in sorted((ROOT / "app").rglob("*.py")) if "clearml" in imported_modules(path)] == []
+
+
+def test_private_sdk_attributes_are_used_only_in_sdk_private():
+    """`obj._name` on the SDK's objects lives in loop/sdk_private.py: no other module that imports clearml reads
+    an attribute starting with one underscore from an object that is not its own (`self`, `cls`)."""
+    offenders = []
+    for package in sorted(PROJECT_PACKAGES - {"tests"}):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path == ROOT / "loop" / "sdk_private.py" or "clearml" not in imported_modules(path):
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and node.attr.startswith("_")
+                    and not node.attr.startswith("__")
+                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls", "os", "sys"))
+                ):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}")
+    assert offenders == []
