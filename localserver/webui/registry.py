@@ -405,6 +405,16 @@ def metadata_value(model: dict, key: str):
     return value
 
 
+def promotion_seq(model: dict) -> int:
+    """The loop's rule for "the production model" (``loop.registry``, which this package cannot import): the
+    published, tagged model with the highest promotion number wins, so the moment a promotion moves the tag (two
+    edits) shows one model, not two."""
+    try:
+        return int(metadata_value(model, "promotion_seq") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def loop_page(view: View):
     names = loop_names(view)
     dataset_project = project_by_name(view, f"{names['project']}/.datasets/{names['dataset']}")
@@ -415,10 +425,10 @@ def loop_page(view: View):
     for run in runs:
         dataset_id = (((run.get("hyperparams") or {}).get("Args") or {}).get("dataset_id") or {}).get("value")
         runs_by_dataset.setdefault(dataset_id or "", []).append(run)
-    production = view.api(
-        "models.get_all", {"tags": [names["tag"]], "ready": True, "order_by": ["-last_update"], "only_fields": []}
+    tagged = view.api(
+        "models.get_all", {"tags": [names["tag"]], "ready": True, "order_by": ["-created"], "only_fields": []}
     )["models"]
-    current = production[0] if production else None
+    current = max(tagged, key=promotion_seq, default=None)
     rows = []
     for version in reversed(versions):
         for run in runs_by_dataset.get(version["id"]) or [None]:

@@ -417,6 +417,17 @@ def test_the_loop_page_follows_feedback_to_production(ui):
     assert ui.http.get("/loop?project=" + "x" * 201).status_code == 400
 
 
+def test_the_loop_page_names_the_production_model_by_the_registrys_rule_while_the_tag_moves(ui):
+    """Mid-promotion two published models carry the tag; the one with the higher promotion number is production."""
+    seq = [{"key": "promotion_seq", "value": "2", "type": "json"}]
+    moving_to = ui.call("models.create", {"name": "new-one", "tags": ["production"], "ready": True, "metadata": seq})
+    seq = [{"key": "promotion_seq", "value": "1", "type": "json"}]
+    ui.call("models.create", {"name": "old-one", "tags": ["production"], "ready": True, "metadata": seq})
+    ui.sign_in()
+    production_card = ui.http.get("/loop").text.split('id="production"')[1].split("</div>")[0]
+    assert f'href="/models/{moving_to["id"]}"' in production_card and "old-one" not in production_card
+
+
 def test_debug_samples_are_served_through_the_proxy_and_paged_by_iteration(ui):
     task_id = make_task(ui)
     image = {"task": task_id, "type": "training_debug_image", "metric": "samples", "variant": "cat"}
