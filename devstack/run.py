@@ -76,6 +76,11 @@ class Stack:
         config = self.server.write_client_config(self.data_dir / "clearml.conf")
         self.client_env = self.server.client_env(config)
         log(f"server ready: API {self.server.api_url}, files {self.server.files_url}; client config {config}")
+        # The secret stays in the 0600 client config rather than in the terminal's scrollback.
+        log(
+            f"web UI: {self.server.web_url} (sign in with access key {self.server.access_key} "
+            f"and the secret_key in {config})"
+        )
 
     def start_agents(self) -> None:
         agents_dir = self.data_dir / "agents"

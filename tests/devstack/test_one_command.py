@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import requests
 from gradio_client import Client, handle_file
 
 from classifier.synthetic import make_image
@@ -66,6 +67,9 @@ def test_make_run_serves_a_production_model_and_stops_cleanly_on_ctrl_c(tmp_path
             time.sleep(2)
         seen |= descendants(make.pid)
         assert "production model:" in log.read_text()
+        assert f"web UI: http://127.0.0.1:{server_port} (sign in with access key" in log.read_text()
+        sign_in_page = requests.get(f"http://127.0.0.1:{server_port}/login", timeout=10)
+        assert sign_in_page.status_code == 200 and 'name="secret_key"' in sign_in_page.text
         assert (clone / ".data" / "server").is_dir()
 
         image = tmp_path / "cat.png"
