@@ -161,14 +161,20 @@ def version_tasks(view: View, project_ids: list[str], fields=None) -> list[dict]
     return view.api("tasks.get_all", body)["tasks"]
 
 
+def with_latest_task(view: View, kind: str, fields: list[str]) -> list[dict]:
+    """The hidden ``kind`` projects (``.datasets``, ``.pipelines``), each with its task ``count`` (versions or
+    runs) and its ``latest`` task."""
+    projects = hidden_projects(view, kind)
+    found = version_tasks(view, [p["id"] for p in projects], ["id", "project", "created", *fields])
+    for project in projects:
+        mine = [task for task in found if task.get("project") == project["id"]]
+        project["count"] = len(mine)
+        project["latest"] = mine[-1] if mine else None
+    return projects
+
+
 def datasets_page(view: View):
-    datasets = hidden_projects(view, ".datasets")
-    versions = version_tasks(view, [d["id"] for d in datasets], ["id", "project", "created", "runtime"])
-    for dataset in datasets:
-        mine = [v for v in versions if v.get("project") == dataset["id"]]
-        dataset["versions"] = len(mine)
-        dataset["latest"] = mine[-1] if mine else None
-    return view.render("datasets.html", datasets=datasets)
+    return view.render("datasets.html", datasets=with_latest_task(view, ".datasets", ["runtime"]))
 
 
 def dataset_struct_parents(task: dict) -> list[str]:
@@ -298,13 +304,7 @@ def dataset_version_page(view: View):
 
 # pipelines
 def pipelines_page(view: View):
-    pipelines = hidden_projects(view, ".pipelines")
-    runs = version_tasks(view, [p["id"] for p in pipelines], ["id", "project", "status", "created"])
-    for pipeline in pipelines:
-        mine = [r for r in runs if r.get("project") == pipeline["id"]]
-        pipeline["runs"] = len(mine)
-        pipeline["latest"] = mine[-1] if mine else None
-    return view.render("pipelines.html", pipelines=pipelines)
+    return view.render("pipelines.html", pipelines=with_latest_task(view, ".pipelines", ["status"]))
 
 
 def pipeline_runs(view: View, project_id: str) -> list[dict]:

@@ -479,6 +479,20 @@ def test_hidden_projects_are_listed_on_request(ui):
     assert "loop/.datasets/pets" in ui.http.get("/projects?hidden=1").text
 
 
+def test_datasets_and_pipelines_list_their_versions_and_runs_with_the_latest(ui):
+    datasets = ui.call("projects.create", {"name": "loop/.datasets/pets", "system_tags": ["hidden"]})["id"]
+    for version in ("1.0.0", "1.0.1"):
+        task = ui.call("tasks.create", {"name": "pets", "project": datasets, "type": "data_processing"})["id"]
+        ui.call("tasks.edit", {"task": task, "runtime": {"version": version}})
+    pipelines = ui.call("projects.create", {"name": "loop/.pipelines/retrain", "system_tags": ["hidden"]})["id"]
+    runs = [ui.call("tasks.create", {"name": "retrain", "project": pipelines})["id"] for _ in range(3)]
+    ui.sign_in()
+    row = ui.http.get("/datasets").text.split('id="datasets"')[1].split("<tbody>")[1].split("</tr>")[0]
+    assert "<td>2</td>" in row and ">1.0.1</a>" in row
+    row = ui.http.get("/pipelines").text.split('id="pipelines"')[1].split("<tbody>")[1].split("</tr>")[0]
+    assert "<td>3</td>" in row and f"/experiments/{runs[-1]}" in row
+
+
 def test_pages_refuse_to_be_framed(ui):
     response = ui.http.get("/login")
     assert response.headers["x-frame-options"] == "DENY"
