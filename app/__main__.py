@@ -1,23 +1,35 @@
 """`python -m app`: serve the production model with a Gradio UI, collect feedback, publish it as dataset versions.
 
 ClearML connection settings come from the usual places (clearml.conf or CLEARML_* variables). Setting
-APP_USERNAME and APP_PASSWORD in the environment puts the UI and its API behind a login.
+APP_USERNAME and APP_PASSWORD in the environment puts the UI and its API behind a login. The UI is served at
+/, the REST API at /api/v1/ (OpenAPI at /api/v1/openapi.json), both by one process on one port.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
+import socket
+import threading
+import time
 from pathlib import Path
 
+import gradio as gr
 import torch
+import uvicorn
+from fastapi import FastAPI, Request
 
+from app.batcher import MicroBatcher
 from app.feedback_store import FeedbackStore
+from app.guard import Access, LabelPolicy, RateLimiter, client_id
 from app.model_holder import ModelHolder
 from app.publisher import AutoPublisher, Publisher
+from app.quality import PredictionLog
 from app.registry import RegistryWatcher
-from app.service import ClassifierService, Limits
+from app.rest import RestApi
+from app.service import ClassifierService, Guards, Limits
 from app.ui import ClassifierUI
 from classifier.runtime import serving_threads
 from tasks.common import DATASET_NAME, DATASET_PROJECT, PRODUCTION_TAG, PROJECT
@@ -54,6 +66,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=Path(".data/app"), help="where feedback is stored")
     parser.add_argument("--max-upload-mb", type=float, default=10.0, help="upload size limit")
     parser.add_argument("--output-uri", default=None, help="where dataset files go instead of the ClearML files server")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host without a login, and publishing and the "
+        "review queue for anyone when there is no login",
+    )
+    bounds = parser.add_argument_group("bounds against abuse")
+    bounds.add_argument("--max-images", type=_at_least(1), default=16, help="images per API request")
+    bounds.add_argument(
+        "--max-request-megapixels", type=float, default=40.0, help="pixels of all images of one request together"
+    )
+    bounds.add_argument(
+        "--decode-memory-mb", type=float, default=512.0, help="memory the image decodes in flight may take together"
+    )
+    bounds.add_argument(
+        "--feedback-per-minute",
+        type=_at_least(0),
+        default=30,
+        help="feedback items per client and minute (0: no limit)",
+    )
+    bounds.add_argument(
+        "--max-new-labels", type=_at_least(0), default=10, help="new classes pending the next training run, in all"
+    )
+    bounds.add_argument(
+        "--max-new-labels-per-client", type=_at_least(0), default=3, help="new classes pending, per client"
+    )
+    bounds.add_argument(
+        "--allowed-labels", default="", help="comma-separated: accept only these labels as feedback (allow-list mode)"
+    )
+    batching = parser.add_argument_group("micro-batching of concurrent predictions")
+    batching.add_argument(
+        "--batch-max", type=_at_least(0), default=0, help="images per batched forward (0: no batching)"
+    )
+    batching.add_argument("--batch-wait-ms", type=float, default=2.0, help="how long a batch waits for more images")
     return parser.parse_args(argv)
 
 
@@ -75,11 +121,32 @@ def build(args: argparse.Namespace):
         f"it is picked up within {args.poll_interval:g} s of being published."
     )
     store = FeedbackStore(args.data_dir)
-    service = ClassifierService(holder, store, Limits(max_bytes=int(args.max_upload_mb * 2**20)))
+    limits = Limits(
+        max_bytes=int(args.max_upload_mb * 2**20),
+        max_images=args.max_images,
+        max_request_pixels=int(args.max_request_megapixels * 1e6),
+        decode_budget_bytes=int(args.decode_memory_mb * 2**20),
+    )
+    allowed = frozenset(label.strip().lower() for label in args.allowed_labels.split(",") if label.strip())
+    guards = Guards(
+        feedback_rate=RateLimiter(args.feedback_per_minute, 60.0),
+        labels=LabelPolicy(args.max_new_labels, args.max_new_labels_per_client, allowed or None),
+    )
+    batcher = None
+    if args.batch_max > 1:
+        batcher = MicroBatcher(args.batch_max, args.batch_wait_ms / 1000.0, torch_threads=args.cpu_threads or 0)
+    prediction_log = PredictionLog(args.data_dir / "quality.sqlite3")
+    service = ClassifierService(holder, store, limits, guards=guards, log=prediction_log, batcher=batcher)
     publisher = Publisher(store, args.dataset_project, args.dataset_name, output_uri=args.output_uri)
     auto_publisher = AutoPublisher(publisher, args.publish_every_n, args.publish_every_minutes)
     watcher = RegistryWatcher(holder, args.project, args.model_tag, args.poll_interval)
-    ui = ClassifierUI(service, publisher, model_project=args.project, auto_publisher=auto_publisher)
+    ui = ClassifierUI(
+        service,
+        publisher,
+        model_project=args.project,
+        auto_publisher=auto_publisher,
+        access=Access(login_from_env(), insecure=args.insecure),
+    )
     return ui, watcher, auto_publisher
 
 
@@ -88,9 +155,28 @@ def login_from_env() -> tuple[str, str] | None:
     return (username, password) if username and password else None
 
 
+def check_binding(host: str, login: tuple[str, str] | None, insecure: bool) -> None:
+    """Refuse to listen beyond this machine without a login, unless told `--insecure`."""
+    if login is not None or insecure or is_loopback(host):
+        return
+    raise SystemExit(
+        f"Refusing to serve on {host!r} without a login: anyone who can reach it could publish data. Set "
+        "APP_USERNAME and APP_PASSWORD, bind 127.0.0.1, or pass --insecure."
+    )
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror:
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses)
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    check_binding(args.host, login_from_env(), args.insecure)
     ui, watcher, auto_publisher = build(args)
     try:
         watcher.check_once()
@@ -101,24 +187,70 @@ def main(argv: list[str] | None = None) -> None:
     serve(ui, args)
 
 
-def serve(ui, args: argparse.Namespace, **launch_options):
-    """Launch `ui` as configured by `args`; returns (blocks, local url), and blocks until the server stops
-    unless `prevent_thread_lock=True` is passed."""
-    torch.set_num_threads(args.cpu_threads or serving_threads(args.concurrency))
-    demo = ui.build()
-    demo.queue(default_concurrency_limit=args.concurrency)
-    _, url, _ = demo.launch(
-        server_name=args.host,
-        server_port=args.port,
-        auth=login_from_env(),
+class AppServer:
+    """A running app (uvicorn serving the REST API and the mounted Gradio UI) in a background thread."""
+
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, blocks: gr.Blocks):
+        self.server, self.thread, self.blocks = server, thread, blocks
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.server.force_exit = True  # streaming clients (Gradio's heartbeat) would keep it waiting
+        self.thread.join()
+        self.blocks.close()
+
+
+def create_app(ui: ClassifierUI, args: argparse.Namespace) -> tuple[FastAPI, gr.Blocks]:
+    """One ASGI app: the REST API's routes first, the Gradio UI mounted at / behind them."""
+    login = login_from_env()
+    app = FastAPI(
+        title="Pet classifier",
+        version="1",
+        description="Predictions, feedback and the served model; the Gradio UI is at /.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    RestApi(ui.service, login=login, concurrency=args.concurrency, client_of=_rest_client).install(app)
+    blocks = ui.build()
+    blocks.queue(default_concurrency_limit=args.concurrency)
+    gr.mount_gradio_app(
+        app,
+        blocks,
+        path="",
+        auth=login,
         max_file_size=int(args.max_upload_mb * 2**20),
         show_error=True,
         # Gradio 6's run history is off, as there was none under Gradio 5: no copy of each call's inputs and
         # outputs in the browser, and no route that writes them to a Hugging Face bucket.
         run_history=False,
-        **launch_options,
     )
-    return demo, url
+    return app, blocks
+
+
+def _rest_client(request: Request, username: str | None) -> str:
+    return client_id(username, request.client.host if request.client else None)
+
+
+def serve(ui, args: argparse.Namespace, prevent_thread_lock: bool = False, quiet: bool = False):
+    """Serve `ui` and the REST API as configured by `args`. Blocks until the server stops, or, with
+    `prevent_thread_lock=True`, returns (an `AppServer` to `close()`, its local url) once it accepts requests."""
+    torch.set_num_threads(args.cpu_threads or serving_threads(args.concurrency))
+    app, blocks = create_app(ui, args)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning" if quiet else "info")
+    server = uvicorn.Server(config)
+    url = f"http://{args.host}:{args.port}/"
+    if not prevent_thread_lock:
+        server.run()
+        return blocks, url
+    thread = threading.Thread(target=server.run, name="app-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the app did not start on {url}")
+        time.sleep(0.05)
+    return AppServer(server, thread, blocks), url
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from app.guard import Access, Refused, client_id
 from app.labels import InvalidLabel
 from app.model_holder import NoModelYet
 from app.publisher import AutoPublisher, Publisher
@@ -25,7 +26,7 @@ from classifier.images import InvalidImage, sha256_bytes
 
 log = logging.getLogger(__name__)
 
-_USER_ERRORS = (InvalidImage, InvalidLabel, NoModelYet)
+_USER_ERRORS = (InvalidImage, InvalidLabel, NoModelYet, Refused)
 # The UI's internal events: left out of the API docs (and of `Client.view_api()`) but, like every event the page
 # triggers, still reachable over HTTP; only the named endpoints above are the API.
 _HIDDEN = "undocumented"
@@ -39,33 +40,33 @@ class ClassifierUI:
         *,
         model_project: str,
         auto_publisher: AutoPublisher | None = None,
+        access: Access | None = None,
     ):
         self.service = service
         self.publisher = publisher
         self.model_project = model_project
         self.auto_publisher = auto_publisher
+        self.access = access or Access(login=None)
 
     # -- handlers (each one an event of the Blocks below) ----------------------------------------------------
 
-    def predict(self, path: str | None) -> tuple[dict[str, float], float, Prediction]:
+    def predict(self, path: str | None, request: gr.Request) -> tuple[dict[str, float], float, Prediction, object]:
+        """The prediction, and the image as the model sees it (decoded once, EXIF-rotated, reduced for display)."""
         try:
-            prediction = self.service.predict(_read_upload(path))
+            prediction, preview = self.service.predict_with_preview(_read_upload(path), _client(request))
         except _USER_ERRORS as exc:
             raise gr.Error(str(exc)) from None
-        return prediction.probabilities, round(prediction.latency_ms, 1), prediction
+        return prediction.probabilities, round(prediction.latency_ms, 1), prediction, preview
 
-    def preview(self, path: str | None):
-        """The image as the model sees it (decoded, EXIF-rotated); nothing when it cannot be decoded."""
-        try:
-            return self.service.decode(_read_upload(path))
-        except (*_USER_ERRORS, gr.Error):
-            return None
+    def predict_api(self, path: str | None, request: gr.Request) -> tuple[dict[str, float], float]:
+        probabilities, latency_ms, _, _ = self.predict(path, request)
+        return probabilities, latency_ms
 
-    def feedback(self, path: str | None, label: str | None, prediction: Prediction | None = None) -> str:
+    def feedback(self, path: str | None, label: str | None, prediction: Prediction | None, request: gr.Request) -> str:
         data = _read_upload(path)
         try:
             result = self.service.submit_feedback(
-                data, label or "", prediction=prediction, original_name=Path(path).name
+                data, label or "", prediction=prediction, original_name=Path(path).name, client=_client(request)
             )
         except _USER_ERRORS as exc:
             raise gr.Error(str(exc)) from None
@@ -74,15 +75,19 @@ class ClassifierUI:
             return f"This image was already stored as **{item.label}** ({item.created_at}); nothing changed."
         return f"Stored as **{item.label}** (the model said {item.prediction}). Thank you!"
 
-    def confirm(self, path: str | None, prediction: Prediction | None) -> str:
+    def confirm(self, path: str | None, prediction: Prediction | None, request: gr.Request) -> str:
         """Store the image under the class the model predicted for it."""
         data = _read_upload(path)
         if prediction is None or prediction.sha256 != sha256_bytes(data):
             # The prediction on screen belongs to an earlier upload (this one failed or is still running).
             raise gr.Error("Wait for the prediction of this image before confirming it.")
-        return self.feedback(path, prediction.top, prediction)
+        return self.feedback(path, prediction.top, prediction, request)
 
-    def publish(self) -> str:
+    def publish(self, request: gr.Request) -> str:
+        try:
+            self.access.check_manager(request.username)
+        except Refused as exc:
+            raise gr.Error(str(exc)) from None
         try:
             versions = self.publisher.publish_pending()
         except Exception as exc:
@@ -162,6 +167,7 @@ class ClassifierUI:
         with gr.Blocks(title="Pet classifier", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
             gr.Markdown("# Pet classifier\nUpload a photo, check the prediction, and correct it if needed.")
             prediction_state = gr.State(None)
+            api_predict = gr.Button(visible=False)  # only the API triggers it
             with gr.Tab("Classify"):
                 with gr.Row():
                     with gr.Column():
@@ -201,10 +207,12 @@ class ClassifierUI:
             # The named endpoints first: an event whose api_name is already taken, even by a hidden event named
             # after the same function, is published under a suffixed name (`served_model_1`).
             demo.load(self.served_model, None, model_info, api_name="served_model")
-            upload.upload(self.predict, upload, [label, latency, prediction_state], api_name="predict").success(
-                self.served_model, None, model_info, api_visibility=_HIDDEN
-            )
-            upload.upload(self.preview, upload, preview, api_visibility=_HIDDEN)
+            # The API's /predict returns (probabilities, latency); an upload in the page also gets the preview and
+            # keeps the prediction for the feedback buttons, all from one decode.
+            api_predict.click(self.predict_api, upload, [label, latency], api_name="predict")
+            upload.upload(
+                self.predict, upload, [label, latency, prediction_state, preview], api_visibility=_HIDDEN
+            ).success(self.served_model, None, model_info, api_visibility=_HIDDEN)
             # Removing the image removes its prediction, so nothing on screen belongs to another image.
             upload.clear(
                 lambda: (None, None, None, None),
@@ -242,6 +250,12 @@ class ClassifierUI:
             demo.load(self.feedback_stats, None, stats_outputs, api_visibility=_HIDDEN)
             gr.Timer(5).tick(self.served_model, None, model_info, api_visibility=_HIDDEN)
         return demo
+
+
+def _client(request: gr.Request | None) -> str | None:
+    if request is None:  # called directly, not through Gradio
+        return None
+    return client_id(request.username, request.client.host if request.client else None)
 
 
 def _read_upload(path: str | None) -> bytes:
