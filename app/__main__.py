@@ -195,7 +195,6 @@ class AppServer:
 
     def close(self) -> None:
         self.server.should_exit = True
-        self.server.force_exit = True  # streaming clients (Gradio's heartbeat) would keep it waiting
         self.thread.join()
         self.blocks.close()
 
@@ -237,7 +236,10 @@ def serve(ui, args: argparse.Namespace, prevent_thread_lock: bool = False, quiet
     `prevent_thread_lock=True`, returns (an `AppServer` to `close()`, its local url) once it accepts requests."""
     torch.set_num_threads(args.cpu_threads or serving_threads(args.concurrency))
     app, blocks = create_app(ui, args)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning" if quiet else "info")
+    # A stop waits at most 2 s for open connections: Gradio's clients keep a heartbeat stream open.
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level="warning" if quiet else "info", timeout_graceful_shutdown=2
+    )
     server = uvicorn.Server(config)
     url = f"http://{args.host}:{args.port}/"
     if not prevent_thread_lock:
