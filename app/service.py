@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from app.batcher import MicroBatcher
 from app.feedback_store import AddResult, FeedbackStore
 from app.guard import LabelPolicy, MemoryBudget, RateLimiter, Refused
 from app.labels import normalize_label
-from app.model_holder import ModelHolder, ServedModel
+from app.model_holder import ModelHolder
 from app.quality import PredictionLog
 from classifier.images import (
     DEFAULT_MAX_BYTES,
@@ -78,14 +77,12 @@ class ClassifierService:
         *,
         guards: Guards | None = None,
         log: PredictionLog | None = None,
-        batcher: MicroBatcher | None = None,
     ):
         self.holder = holder
         self.store = store
         self.limits = limits
         self.guards = guards or Guards()
         self.log = log
-        self.batcher = batcher
         self.budget = MemoryBudget(limits.decode_budget_bytes)
         self._recent: OrderedDict[int, Prediction] = OrderedDict()  # by log id, for feedback that names one
         self._recent_lock = threading.Lock()
@@ -137,7 +134,7 @@ class ClassifierService:
             image = finish_decode(opened)
             if image is not opened:
                 opened.close()  # the decoded source pixels, before conversion
-            probabilities = self._forward(served, image)
+            probabilities = served.predictor.predict(image)
             image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))  # in place: the full-size pixels are released here
         probabilities = {name: float(p) for name, p in probabilities.items()}
         sha256 = sha256_bytes(data)
@@ -154,11 +151,6 @@ class ClassifierService:
         )
         self._remember(prediction)
         return prediction, image
-
-    def _forward(self, served: ServedModel, image: Image.Image) -> dict[str, float]:
-        if self.batcher is not None:
-            return self.batcher.predict(served, image)
-        return served.predictor.predict(image)
 
     def _remember(self, prediction: Prediction) -> None:
         if prediction.id is None:
