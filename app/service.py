@@ -131,9 +131,7 @@ class ClassifierService:
     ) -> tuple[Prediction, Image.Image]:
         served = self.holder.require()
         with self.budget.reserve(decode_bytes(opened)):
-            image = finish_decode(opened)
-            if image is not opened:
-                opened.close()  # the decoded source pixels, before conversion
+            image = finish_decode(opened)  # releases the source pixels of `opened` once converted
             probabilities = served.predictor.predict(image)
             image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))  # in place: the full-size pixels are released here
         probabilities = {name: float(p) for name, p in probabilities.items()}

@@ -95,11 +95,14 @@ def decode_bytes(image: Image.Image) -> int:
 
 
 def finish_decode(image: Image.Image) -> Image.Image:
-    """The RGB image of an `open_image` result: EXIF-rotated, alpha flattened onto white, first frame."""
+    """The RGB image of an `open_image` result: EXIF-rotated, alpha flattened onto white, first frame.
+
+    Takes over `image`: each step releases the pixels of the step before, so a conversion never holds the
+    decoded source and all its copies at once."""
     try:
         image.seek(0)  # animated GIF/WEBP: classify the first frame
         image.load()
-        image = ImageOps.exif_transpose(image)
+        image = _replacing(image, ImageOps.exif_transpose(image))
         return _to_rgb(image)
     except InvalidImage:
         raise
@@ -120,16 +123,25 @@ def decode_image(
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in _HIGH_BIT_DEPTH:
-        image = _high_bit_depth_to_l(image)
+        image = _replacing(image, _high_bit_depth_to_l(image))
     if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        image = _replacing(image, image.convert("RGBA" if "transparency" in image.info else "RGB"))
     if image.mode in _ALPHA_MODES:
-        rgba = image.convert("RGBA")
+        rgba = _replacing(image, image.convert("RGBA"))
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        composite = _replacing(rgba, Image.alpha_composite(background, rgba))
+        background.close()
+        return _replacing(composite, composite.convert("RGB"))
     if image.mode != "RGB":
-        image = image.convert("RGB")
+        image = _replacing(image, image.convert("RGB"))
     return image
+
+
+def _replacing(old: Image.Image, new: Image.Image) -> Image.Image:
+    """`new`, releasing the pixels of `old` when it is another image."""
+    if new is not old:
+        old.close()
+    return new
 
 
 def _high_bit_depth_to_l(image: Image.Image) -> Image.Image:
