@@ -26,7 +26,7 @@ from app.feedback_store import FeedbackStore
 from app.guard import Access, LabelPolicy, RateLimiter, client_id
 from app.model_holder import ModelHolder
 from app.publisher import AutoPublisher, Publisher
-from app.quality import PredictionLog
+from app.quality import PredictionLog, QualityThreshold
 from app.registry import RegistryWatcher
 from app.rest import RestApi
 from app.service import ClassifierService, Guards, Limits
@@ -96,6 +96,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bounds.add_argument(
         "--allowed-labels", default="", help="comma-separated: accept only these labels as feedback (allow-list mode)"
     )
+    quality = parser.add_argument_group("live quality of the served model")
+    quality.add_argument(
+        "--quality-threshold", type=float, default=0.7, help="flag agreement with feedback below this rate"
+    )
+    quality.add_argument("--quality-window", type=_at_least(1), default=50, help="feedback items the flag looks at")
+    quality.add_argument(
+        "--quality-min-feedback", type=_at_least(1), default=10, help="feedback items needed before flagging"
+    )
+    quality.add_argument(
+        "--report-interval", type=float, default=60.0, help="seconds between reports to the serving task (0: none)"
+    )
     return parser.parse_args(argv)
 
 
@@ -139,6 +150,7 @@ def build(args: argparse.Namespace):
         model_project=args.project,
         auto_publisher=auto_publisher,
         access=Access(login_from_env(), insecure=args.insecure),
+        threshold=QualityThreshold(args.quality_threshold, args.quality_window, args.quality_min_feedback),
     )
     return ui, watcher, auto_publisher
 
@@ -177,7 +189,28 @@ def main(argv: list[str] | None = None) -> None:
         log.exception("Could not load the serving model at start-up")
     watcher.start()
     auto_publisher.start()
+    if args.report_interval > 0:
+        start_serving_task(ui, args)
     serve(ui, args)
+
+
+def start_serving_task(ui: ClassifierUI, args: argparse.Namespace) -> None:
+    from app.serving_task import ServingReporter
+
+    try:
+        reporter = ServingReporter(
+            ui.service.log,
+            ui.service.holder,
+            args.project,
+            f"serving {args.host}:{args.port}",
+            ui.threshold,
+            args.report_interval,
+        )
+    except Exception:  # the app serves without it; the figures stay in its statistics tab and REST API
+        log.exception("Could not create the serving task; live quality is not reported to ClearML")
+        return
+    log.info("Reporting live quality to serving task %s", reporter.id)
+    reporter.start()
 
 
 class AppServer:

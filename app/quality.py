@@ -71,6 +71,21 @@ class QualityAlert:
         )
 
 
+@dataclass(frozen=True)
+class QualityThreshold:
+    """A drop: agreement over the last `window` feedback items (at least `min_feedback` of them) below `rate`."""
+
+    rate: float = 0.7
+    window: int = 50
+    min_feedback: int = 10
+
+    def alert(self, quality: ModelQuality) -> QualityAlert | None:
+        recent = quality.recent
+        if recent.feedback >= self.min_feedback and recent.rate < self.rate:
+            return QualityAlert(quality.model_id, recent, self.rate)
+        return None
+
+
 class PredictionLog:
     def __init__(self, path: str | Path, max_rows: int = 100_000):
         self.path = Path(path)
@@ -155,14 +170,6 @@ class PredictionLog:
                 ).fetchone()
             )
         return ModelQuality(model_id, predictions, total, per_class, over_time, histogram, unknown, recent)
-
-    def alert(self, model_id: str, threshold: float, window: int = 50, min_feedback: int = 10) -> QualityAlert | None:
-        """A drop: the agreement over the last `window` feedback items (at least `min_feedback`) is below
-        `threshold`."""
-        recent = self.quality(model_id, window=window).recent
-        if recent.feedback >= min_feedback and recent.rate < threshold:
-            return QualityAlert(model_id, recent, threshold)
-        return None
 
     def close(self) -> None:
         with self._lock:

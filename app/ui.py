@@ -20,6 +20,7 @@ from app.guard import Access, Refused, client_id
 from app.labels import InvalidLabel
 from app.model_holder import NoModelYet
 from app.publisher import AutoPublisher, Publisher
+from app.quality import CONFIDENCE_BINS, Agreement, QualityThreshold
 from app.registry import model_history
 from app.service import ClassifierService, Prediction
 from classifier.images import InvalidImage, sha256_bytes
@@ -41,12 +42,14 @@ class ClassifierUI:
         model_project: str,
         auto_publisher: AutoPublisher | None = None,
         access: Access | None = None,
+        threshold: QualityThreshold | None = None,
     ):
         self.service = service
         self.publisher = publisher
         self.model_project = model_project
         self.auto_publisher = auto_publisher
         self.access = access or Access(login=None)
+        self.threshold = threshold or QualityThreshold()
 
     # -- handlers (each one an event of the Blocks below) ----------------------------------------------------
 
@@ -132,6 +135,38 @@ class ClassifierUI:
             summary += f"\n\nLast automatic publishing attempt failed: {self.auto_publisher.last_error}"
         return frame, summary + "\n\n" + "\n".join(table)
 
+    def quality_stats(self) -> tuple[pd.DataFrame, str]:
+        """Live quality: per model version, agreement of its predictions with the feedback on them; the
+        confidence histogram of the model being served; a flag when agreement dropped below the threshold."""
+        prediction_log = self.service.log
+        served = self.service.holder.current()
+        if prediction_log is None:
+            return pd.DataFrame(columns=["confidence", "predictions"]), ""
+        lines = [
+            "| model | predictions | feedback | agreement | recent | unknown labels |",
+            "|---|---|---|---|---|---|",
+        ]
+        alerts, histogram = [], [0] * CONFIDENCE_BINS
+        for model_id in prediction_log.models():
+            quality = prediction_log.quality(model_id, window=self.threshold.window)
+            here = " (serving)" if served is not None and served.model_id == model_id else ""
+            lines.append(
+                f"| `{model_id}`{here} | {quality.predictions} | {quality.agreement.feedback} | "
+                f"{_rate(quality.agreement)} | {_rate(quality.recent)} | {quality.unknown_labels} |"
+            )
+            if here:
+                histogram = quality.confidence_histogram
+                per_class = ", ".join(f"{label} {_rate(value)}" for label, value in sorted(quality.per_class.items()))
+                if per_class:
+                    lines.append(f"\n**Agreement per class** (`{model_id}`): {per_class}")
+                alert = self.threshold.alert(quality)
+                if alert is not None:
+                    alerts.append(f"**⚠ {alert.message()}**")
+        frame = pd.DataFrame(
+            {"confidence": [f"{i / CONFIDENCE_BINS:.1f}" for i in range(CONFIDENCE_BINS)], "predictions": histogram}
+        )
+        return frame, "\n\n".join([*alerts, "\n".join(lines)])
+
     def registry_stats(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         served = self.service.holder.current()
         try:
@@ -194,6 +229,11 @@ class ClassifierUI:
                 refresh_button = gr.Button("Refresh")
                 counts_plot = gr.BarPlot(x="label", y="items", color="state", label="Feedback per class")
                 counts_text = gr.Markdown(elem_id="feedback-counts")
+                gr.Markdown("### Live quality of the served model")
+                quality_text = gr.Markdown(elem_id="quality")
+                confidence_plot = gr.BarPlot(
+                    x="confidence", y="predictions", label="Top confidence of the served model's predictions"
+                )
                 publish_button = gr.Button("Publish pending feedback as a new dataset version", elem_id="publish")
                 publish_message = gr.Markdown(elem_id="publish-message")
                 gr.Markdown("### Dataset versions")
@@ -202,6 +242,7 @@ class ClassifierUI:
                 models_table = gr.Dataframe(interactive=False, wrap=True)
 
             stats_outputs = [counts_plot, counts_text]
+            quality_outputs = [confidence_plot, quality_text]
             registry_outputs = [versions_table, models_table]
 
             # The named endpoints first: an event whose api_name is already taken, even by a hidden event named
@@ -239,12 +280,10 @@ class ClassifierUI:
             publish_button.click(self.publish, None, publish_message, api_name="publish").then(
                 self.feedback_stats, None, stats_outputs, api_visibility=_HIDDEN
             ).then(self.registry_stats, None, registry_outputs, api_visibility=_HIDDEN)
-            refresh_button.click(self.feedback_stats, None, stats_outputs, api_visibility=_HIDDEN).then(
-                self.registry_stats, None, registry_outputs, api_visibility=_HIDDEN
-            )
-            statistics_tab.select(self.feedback_stats, None, stats_outputs, api_visibility=_HIDDEN).then(
-                self.registry_stats, None, registry_outputs, api_visibility=_HIDDEN
-            )
+            for trigger in (refresh_button.click, statistics_tab.select):
+                trigger(self.feedback_stats, None, stats_outputs, api_visibility=_HIDDEN).then(
+                    self.quality_stats, None, quality_outputs, api_visibility=_HIDDEN
+                ).then(self.registry_stats, None, registry_outputs, api_visibility=_HIDDEN)
 
             demo.load(self.label_choices, None, class_choice, api_visibility=_HIDDEN)
             demo.load(self.feedback_stats, None, stats_outputs, api_visibility=_HIDDEN)
@@ -262,6 +301,10 @@ def _read_upload(path: str | None) -> bytes:
     if not path:
         raise gr.Error("Upload an image first.")
     return Path(path).read_bytes()
+
+
+def _rate(agreement: Agreement) -> str:
+    return "—" if agreement.rate is None else f"{agreement.rate:.0%} ({agreement.agreed}/{agreement.feedback})"
 
 
 def _format_metrics(metrics: dict) -> str:
