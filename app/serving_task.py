@@ -95,8 +95,11 @@ class ServingReporter(PeriodicWorker):
             return
         tags = [tag for tag in self.task.get_tags() if not tag.startswith("model:")]
         self.task.set_tags([*tags, f"model:{served.model_id}"])
-        self.task.set_input_model(model_id=served.model_id, update_task_design=False, update_task_labels=False)
         self._model_id = served.model_id
+        try:
+            self.task.set_input_model(model_id=served.model_id, update_task_design=False, update_task_labels=False)
+        except Exception:  # a model served from a file, not the registry: the tag still names it
+            log.warning("Model %s is not in the registry; not linked as the serving task's input", served.model_id)
 
     def _flag(self, messages: list[str]) -> None:
         tags = set(self.task.get_tags())
