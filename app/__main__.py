@@ -29,6 +29,7 @@ from app.publisher import AutoPublisher, Publisher
 from app.quality import PredictionLog, QualityThreshold
 from app.registry import RegistryWatcher
 from app.rest import RestApi
+from app.review import BY, ReviewQueue
 from app.service import ClassifierService, Guards, Limits
 from app.ui import ClassifierUI
 from classifier.runtime import serving_threads
@@ -96,6 +97,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bounds.add_argument(
         "--allowed-labels", default="", help="comma-separated: accept only these labels as feedback (allow-list mode)"
     )
+    review = parser.add_argument_group("review queue of uncertain uploads")
+    review.add_argument(
+        "--review-keep",
+        action="store_true",
+        help="keep the uploads the model is least sure about for review (only where users agreed to that)",
+    )
+    review.add_argument("--review-size", type=_at_least(1), default=200, help="uploads kept at most")
+    review.add_argument("--review-max-age-days", type=float, default=7.0, help="uploads kept at most this long")
+    review.add_argument(
+        "--review-by", choices=BY, default="margin", help="uncertainty: lowest top confidence or margin to the next"
+    )
     quality = parser.add_argument_group("live quality of the served model")
     quality.add_argument(
         "--quality-threshold", type=float, default=0.7, help="flag agreement with feedback below this rate"
@@ -140,7 +152,12 @@ def build(args: argparse.Namespace):
         labels=LabelPolicy(args.max_new_labels, args.max_new_labels_per_client, allowed or None),
     )
     prediction_log = PredictionLog(args.data_dir / "quality.sqlite3")
-    service = ClassifierService(holder, store, limits, guards=guards, log=prediction_log)
+    review = None
+    if args.review_keep:
+        review = ReviewQueue(
+            args.data_dir / "review", args.review_size, args.review_max_age_days * 86400, args.review_by
+        )
+    service = ClassifierService(holder, store, limits, guards=guards, log=prediction_log, review=review)
     publisher = Publisher(store, args.dataset_project, args.dataset_name, output_uri=args.output_uri)
     auto_publisher = AutoPublisher(publisher, args.publish_every_n, args.publish_every_minutes)
     watcher = RegistryWatcher(holder, args.project, args.model_tag, args.poll_interval)

@@ -20,6 +20,7 @@ from app.guard import LabelPolicy, MemoryBudget, RateLimiter, Refused
 from app.labels import normalize_label
 from app.model_holder import ModelHolder
 from app.quality import PredictionLog
+from app.review import ReviewItem, ReviewQueue
 from classifier.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -77,12 +78,14 @@ class ClassifierService:
         *,
         guards: Guards | None = None,
         log: PredictionLog | None = None,
+        review: ReviewQueue | None = None,
     ):
         self.holder = holder
         self.store = store
         self.limits = limits
         self.guards = guards or Guards()
         self.log = log
+        self.review = review  # None: uploads are not kept (no consent)
         self.budget = MemoryBudget(limits.decode_budget_bytes)
         self._recent: OrderedDict[int, Prediction] = OrderedDict()  # by log id, for feedback that names one
         self._recent_lock = threading.Lock()
@@ -148,6 +151,16 @@ class ClassifierService:
             id=prediction_id,
         )
         self._remember(prediction)
+        if self.review is not None:
+            self.review.offer(
+                data,
+                sha256=sha256,
+                probabilities=probabilities,
+                model_id=served.model_id,
+                prediction_id=prediction_id,
+                image_format=opened.format,
+                extension=_EXTENSIONS[opened.format],
+            )
         return prediction, image
 
     def _remember(self, prediction: Prediction) -> None:
@@ -196,6 +209,21 @@ class ClassifierService:
             )
         if result.created and self.log is not None and prediction.id is not None:
             self.log.record_feedback(prediction.id, label, known=label in prediction.probabilities)
+        return result
+
+    def answer_review(self, item: ReviewItem, label: str, client: str | None = None) -> AddResult:
+        """A reviewer's label for a kept upload: ordinary feedback on the prediction it was kept for."""
+        data = self.review.image_path(item).read_bytes()
+        prediction = Prediction(
+            sha256=item.sha256,
+            probabilities=item.probabilities,
+            model_id=item.model_id,
+            latency_ms=0.0,
+            format=item.format,
+            id=item.prediction_id,
+        )
+        result = self.submit_feedback(data, label, prediction=prediction, client=client)
+        self.review.remove(item.sha256)
         return result
 
     def pending_new_labels(self) -> dict[str, set[str]]:

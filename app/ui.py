@@ -114,6 +114,55 @@ class ClassifierUI:
             lines.append("**Metrics:** " + _format_metrics(checkpoint.metrics))
         return "\n\n".join(lines)
 
+    def review_next(self, request: gr.Request, message: str = ""):
+        """The least sure upload still to review: (image, what the model said, its sha256, empty label)."""
+        review = self.service.review
+        try:
+            self.access.check_manager(request.username)
+        except Refused as exc:
+            return None, str(exc), None, ""
+        if review is None:
+            return (
+                None,
+                "The review queue is off: start the app with `--review-keep` to keep uncertain uploads.",
+                None,
+                "",
+            )
+        items = review.items()
+        if not items:
+            return None, f"{message}\n\nNothing to review.", None, ""
+        item = items[0]
+        image = self.service.decode(review.image_path(item).read_bytes())
+        image.thumbnail((512, 512))
+        confidence = item.probabilities[item.top]
+        info = (
+            f"{message}\n\nThe model `{item.model_id}` said **{item.top}** ({confidence:.0%}). "
+            f"{len(items)} upload(s) to review. Type the right label and press Enter."
+        )
+        return image, info.strip(), item.sha256, ""
+
+    def review_answer(self, sha256: str | None, label: str | None, request: gr.Request):
+        review = self.service.review
+        try:
+            self.access.check_manager(request.username)
+            item = review.get(sha256) if review is not None and sha256 else None
+            if item is None:
+                raise gr.Error("This upload is no longer in the review queue.")
+            result = self.service.answer_review(item, label or "", client=_client(request))
+        except _USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from None
+        return self.review_next(request, f"Stored as **{result.item.label}**.")
+
+    def review_skip(self, sha256: str | None, request: gr.Request):
+        """Drop the upload from the queue without a label."""
+        try:
+            self.access.check_manager(request.username)
+        except Refused as exc:
+            raise gr.Error(str(exc)) from None
+        if self.service.review is not None and sha256:
+            self.service.review.remove(sha256)
+        return self.review_next(request, "Skipped.")
+
     def label_choices(self):
         return gr.update(choices=self.service.label_choices())
 
@@ -225,6 +274,16 @@ class ClassifierUI:
                         )
                         new_label_button = gr.Button("Submit new label", elem_id="submit-new-label")
                     feedback_message = gr.Markdown(elem_id="feedback-message")
+            with gr.Tab("Review", elem_id="review-tab") as review_tab:
+                review_sha = gr.State(None)
+                with gr.Row():
+                    review_image = gr.Image(label="Least sure upload", interactive=False, height=320)
+                    with gr.Column():
+                        review_info = gr.Markdown(elem_id="review-info")
+                        review_label = gr.Textbox(label="Right label (Enter submits)", elem_id="review-label")
+                        with gr.Row():
+                            review_submit = gr.Button("Submit", elem_id="review-submit", variant="primary")
+                            review_skip = gr.Button("Skip", elem_id="review-skip")
             with gr.Tab("Statistics", elem_id="statistics-tab") as statistics_tab:
                 refresh_button = gr.Button("Refresh")
                 counts_plot = gr.BarPlot(x="label", y="items", color="state", label="Feedback per class")
@@ -284,6 +343,12 @@ class ClassifierUI:
                 trigger(self.feedback_stats, None, stats_outputs, api_visibility=_HIDDEN).then(
                     self.quality_stats, None, quality_outputs, api_visibility=_HIDDEN
                 ).then(self.registry_stats, None, registry_outputs, api_visibility=_HIDDEN)
+
+            review_outputs = [review_image, review_info, review_sha, review_label]
+            review_tab.select(self.review_next, None, review_outputs, api_visibility=_HIDDEN)
+            for trigger in (review_label.submit, review_submit.click):
+                trigger(self.review_answer, [review_sha, review_label], review_outputs, api_visibility=_HIDDEN)
+            review_skip.click(self.review_skip, review_sha, review_outputs, api_visibility=_HIDDEN)
 
             demo.load(self.label_choices, None, class_choice, api_visibility=_HIDDEN)
             demo.load(self.feedback_stats, None, stats_outputs, api_visibility=_HIDDEN)
