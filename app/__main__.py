@@ -206,12 +206,15 @@ def main(argv: list[str] | None = None) -> None:
         log.exception("Could not load the serving model at start-up")
     watcher.start()
     auto_publisher.start()
-    if args.report_interval > 0:
-        start_serving_task(ui, args)
-    serve(ui, args)
+    reporter = start_serving_task(ui, args) if args.report_interval > 0 else None
+    try:
+        serve(ui, args)
+    finally:
+        if reporter is not None:
+            reporter.close()  # the serving task ends as stopped, with the last figures reported
 
 
-def start_serving_task(ui: ClassifierUI, args: argparse.Namespace) -> None:
+def start_serving_task(ui: ClassifierUI, args: argparse.Namespace):
     from app.serving_task import ServingReporter
 
     try:
@@ -225,9 +228,10 @@ def start_serving_task(ui: ClassifierUI, args: argparse.Namespace) -> None:
         )
     except Exception:  # the app serves without it; the figures stay in its statistics tab and REST API
         log.exception("Could not create the serving task; live quality is not reported to ClearML")
-        return
+        return None
     log.info("Reporting live quality to serving task %s", reporter.id)
     reporter.start()
+    return reporter
 
 
 class AppServer:

@@ -87,6 +87,7 @@ class ServingReporter(PeriodicWorker):
 
     def close(self) -> None:
         self.stop()
+        self.tick()
         self.task.mark_stopped(force=True)
 
     def _follow_model(self) -> None:
