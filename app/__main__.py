@@ -83,6 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--decode-memory-mb", type=float, default=512.0, help="memory the image decodes in flight may take together"
     )
     bounds.add_argument(
+        "--request-memory-mb", type=float, default=256.0, help="API request bodies held in memory at once, together"
+    )
+    bounds.add_argument(
         "--feedback-per-minute",
         type=_at_least(0),
         default=30,
@@ -257,7 +260,13 @@ def create_app(ui: ClassifierUI, args: argparse.Namespace) -> tuple[FastAPI, gr.
         docs_url="/api/v1/docs",
         redoc_url=None,
     )
-    RestApi(ui.service, login=login, concurrency=args.concurrency, client_of=_rest_client).install(app)
+    RestApi(
+        ui.service,
+        login=login,
+        concurrency=args.concurrency,
+        client_of=_rest_client,
+        body_budget_bytes=int(args.request_memory_mb * 2**20),
+    ).install(app)
     blocks = ui.build()
     blocks.queue(default_concurrency_limit=args.concurrency)
     gr.mount_gradio_app(

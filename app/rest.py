@@ -13,7 +13,8 @@ When a login is configured, every route but `/healthz` takes it as HTTP Basic cr
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
@@ -62,6 +63,38 @@ _FEEDBACK_BODY = {
 }
 
 
+class BodyBudget:
+    """Request bodies held in memory at once, in bytes: a request reserves its declared length (or the largest
+    body allowed, when it declares none) before its body is read, and keeps it until it is answered. Runs on
+    the event loop, so a waiting request costs no thread."""
+
+    def __init__(self, limit_bytes: int, wait_s: float = 30.0):
+        self.limit_bytes = limit_bytes
+        self.wait_s = wait_s
+        self._used = 0
+        self._condition: anyio.Condition | None = None
+
+    @asynccontextmanager
+    async def reserve(self, size: int) -> AsyncIterator[None]:
+        if size > self.limit_bytes:
+            raise Refused(f"The request body is {size / 2**20:.1f} MiB; at most {self.limit_bytes / 2**20:.1f}.", 413)
+        if self._condition is None:
+            self._condition = anyio.Condition()
+        async with self._condition:
+            with anyio.move_on_after(self.wait_s):
+                while self._used + size > self.limit_bytes:
+                    await self._condition.wait()
+            if self._used + size > self.limit_bytes:
+                raise Refused("The server is busy receiving other uploads; try again in a moment.", 503)
+            self._used += size
+        try:
+            yield
+        finally:
+            async with self._condition:
+                self._used -= size
+                self._condition.notify_all()
+
+
 def prediction_json(prediction: Prediction) -> dict:
     return {
         "label": prediction.top,
@@ -81,8 +114,10 @@ class RestApi:
         login: tuple[str, str] | None,
         concurrency: int,
         client_of: Callable[[Request, str | None], str],
+        body_budget_bytes: int = 256 * 2**20,
     ):
         self.service = service
+        self.bodies = BodyBudget(body_budget_bytes)
         self.login = login
         self.client_of = client_of
         self.limiter = anyio.CapacityLimiter(concurrency)
@@ -108,46 +143,20 @@ class RestApi:
         @router.post("/api/v1/predict", tags=["predict"], openapi_extra={"requestBody": _IMAGE_BODY})
         async def predict(request: Request, username: str | None = user) -> dict:
             """Classify one image (the raw body) or several (multipart form fields, in order)."""
-            uploads, _ = await self._read(request)
-            client = self.client_of(request, username)
-            predictions = await anyio.to_thread.run_sync(
-                self.service.predict_many, [data for _, data in uploads], client, limiter=self.limiter
-            )
+            async with self.bodies.reserve(self._body_size(request)):
+                uploads, _ = await self._read(request)
+                client = self.client_of(request, username)
+                predictions = await anyio.to_thread.run_sync(
+                    self.service.predict_many, [data for _, data in uploads], client, limiter=self.limiter
+                )
             return {"predictions": [prediction_json(p) for p in predictions]}
 
         @router.post("/api/v1/feedback", tags=["feedback"], openapi_extra={"requestBody": _FEEDBACK_BODY})
         async def feedback(request: Request, username: str | None = user) -> dict:
             """Store the image with its right `label`: a class of the model or a new one. `prediction_id` (from
             /api/v1/predict) links the label to the prediction it answers."""
-            uploads, fields = await self._read(request)
-            fields = {**request.query_params, **fields}
-            if len(uploads) != 1:
-                raise InvalidImage(f"Send exactly one image with feedback, not {len(uploads)}.")
-            (name, data), label = uploads[0], fields.get("label", "")
-            prediction = None
-            if fields.get("prediction_id"):
-                try:
-                    prediction = self.service.recent_prediction(int(fields["prediction_id"]))
-                except ValueError:
-                    raise HTTPException(422, "prediction_id must be an integer.") from None
-            result = await anyio.to_thread.run_sync(
-                lambda: self.service.submit_feedback(
-                    data,
-                    label,
-                    prediction=prediction,
-                    original_name=name,
-                    client=self.client_of(request, username),
-                ),
-                limiter=self.limiter,
-            )
-            item = result.item
-            return {
-                "stored": result.created,
-                "label": item.label,
-                "sha256": item.sha256,
-                "prediction": item.prediction,
-                "model_id": item.model_id,
-            }
+            async with self.bodies.reserve(self._body_size(request)):
+                return await self._feedback(request, username)
 
         @router.get("/api/v1/model", tags=["model"])
         def model(username: str | None = user) -> dict:
@@ -185,10 +194,49 @@ class RestApi:
                 return credentials.username
         raise HTTPException(401, "Sign in (HTTP Basic).", headers={"WWW-Authenticate": "Basic"})
 
+    async def _feedback(self, request: Request, username: str | None) -> dict:
+        uploads, fields = await self._read(request)
+        fields = {**request.query_params, **fields}
+        if len(uploads) != 1:
+            raise InvalidImage(f"Send exactly one image with feedback, not {len(uploads)}.")
+        (name, data), label = uploads[0], fields.get("label", "")
+        prediction = None
+        if fields.get("prediction_id"):
+            try:
+                prediction = self.service.recent_prediction(int(fields["prediction_id"]))
+            except ValueError:
+                raise HTTPException(422, "prediction_id must be an integer.") from None
+        result = await anyio.to_thread.run_sync(
+            lambda: self.service.submit_feedback(
+                data,
+                label,
+                prediction=prediction,
+                original_name=name,
+                client=self.client_of(request, username),
+            ),
+            limiter=self.limiter,
+        )
+        item = result.item
+        return {
+            "stored": result.created,
+            "label": item.label,
+            "sha256": item.sha256,
+            "prediction": item.prediction,
+            "model_id": item.model_id,
+        }
+
+    def _body_size(self, request: Request) -> int:
+        """The bytes to reserve for the body of `request`: its declared length, else the largest allowed."""
+        declared = request.headers.get("content-length", "")
+        return int(declared) if declared.isdigit() else self._max_body()
+
+    def _max_body(self) -> int:
+        return self.service.limits.max_bytes * self.service.limits.max_images + 64 * 1024
+
     async def _read(self, request: Request) -> tuple[list[tuple[str | None, bytes]], dict[str, str]]:
         """The images and form fields of `request`, reading at most what the limits allow."""
         limits = self.service.limits
-        body = await _read_body(request, limits.max_bytes * limits.max_images + 64 * 1024)
+        body = await _read_body(request, self._max_body())
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("multipart/form-data"):
             return [(None, body)], {}

@@ -130,6 +130,16 @@ def test_refuses_to_listen_beyond_this_machine_without_a_login():
     assert result.returncode != 0 and "Refusing to serve on '0.0.0.0' without a login" in result.stderr
 
 
+def test_request_bodies_are_bounded_in_memory_together(tmp_path, checkpoints):
+    _, server, url = start(tmp_path, checkpoints, "--request-memory-mb", "0.5")
+    try:
+        refused = httpx.post(f"{url}api/v1/predict", content=b"\0" * 600_000)
+        assert refused.status_code == 413 and "at most 0.5" in refused.json()["detail"]
+        assert httpx.post(f"{url}api/v1/predict", content=image_bytes("cat", 180)).status_code == 200
+    finally:
+        server.close()
+
+
 def hostile_tiff() -> bytes:
     """225 KiB on the wire, 6000x6000 float pixels (~144 MB) once decoded."""
     pixels = np.zeros((6000, 6000), dtype=np.float32)
