@@ -51,6 +51,7 @@ class FeedbackItem:
     file_name: str
     size: int
     original_name: str | None = None
+    client: str | None = None  # who gave it: the signed-in user or the client address
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class FeedbackStore:
         probabilities: dict[str, float] | None = None,
         model_id: str | None = None,
         original_name: str | None = None,
+        client: str | None = None,
     ) -> AddResult:
         """Store `data` durably under `label`; returns once it survives a crash. Duplicates are not stored."""
         label = normalize_label(label)
@@ -140,6 +142,7 @@ class FeedbackStore:
             file_name=f"image.{ext}",
             size=len(data),
             original_name=original_name,
+            client=client,
         )
         # Written and fsynced outside the lock, so concurrent submissions do not queue behind each other's disk.
         staging = self._tmp_dir / uuid.uuid4().hex

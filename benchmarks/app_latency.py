@@ -63,7 +63,7 @@ def _default_checkpoint(path: Path) -> Path:
     return Checkpoint.from_model(model, ["cat", "dog", "rabbit"], 224).save(path)
 
 
-def serve(checkpoint: Path, data_dir: Path, port: int) -> None:
+def serve(checkpoint: Path, data_dir: Path, port: int, options: list[str]) -> None:
     """The app as `python -m app` builds it, serving `checkpoint` instead of a registry model."""
     from app.__main__ import build, parse_args
     from app.__main__ import serve as serve_app
@@ -71,7 +71,7 @@ def serve(checkpoint: Path, data_dir: Path, port: int) -> None:
     from classifier.checkpoint import Checkpoint
     from classifier.predict import Predictor
 
-    args = parse_args(["--data-dir", str(data_dir), "--port", str(port)])
+    args = parse_args(["--data-dir", str(data_dir), "--port", str(port), *options])
     ui, _, _ = build(args)
     loaded = Checkpoint.load(checkpoint)
     ui.service.holder.swap(ServedModel("benchmark", checkpoint.name, Predictor(loaded), loaded))
@@ -260,9 +260,10 @@ def main() -> None:
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--app-option", action="append", default=[], help=argparse.SUPPRESS)  # for app_rest.py
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.data_dir, args.port)
+        serve(args.serve, args.data_dir, args.port, args.app_option)
         return
 
     print(f"CPU cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, torch {torch.__version__}")

@@ -102,3 +102,36 @@ def test_user_predicts_adds_a_label_and_sees_statistics_change(clearml_server, c
         "my-pet-1.png": ("rabbit", "dog"),
         "my-pet-2.png": ("rabbit", "cat"),
     }
+
+
+@pytest.mark.browser
+def test_reviewer_labels_two_uncertain_uploads_with_the_keyboard(checkpoints, chromium, tmp_path):
+    args = ["--data-dir", str(tmp_path / "feedback"), "--review-keep", "--insecure"]
+    ui, _, _ = build(parse_args(args))
+    ui.service.holder.swap(served(checkpoints["two"], "model-two"))
+    for index, class_name in enumerate(["cat", "dog", "cat"]):
+        ui.service.predict(image_bytes(class_name, 950 + index, size=96))
+    queue = ui.service.review
+    first, second, third = (item.sha256 for item in queue.items())
+    demo, url = launch(ui)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.goto(url)
+            page.get_by_role("tab", name="Review").click()
+            info = page.locator("#review-info")
+            expect(info).to_contain_text("3 upload(s) to review", timeout=30_000)
+            page.locator("#review-label textarea").fill("rabbit")
+            page.locator("#review-label textarea").press("Enter")
+            expect(info).to_contain_text("Stored as rabbit", timeout=30_000)
+            expect(info).to_contain_text("2 upload(s) to review")
+            page.locator("#review-label textarea").fill("dog")
+            page.locator("#review-label textarea").press("Enter")
+            expect(info).to_contain_text("1 upload(s) to review", timeout=30_000)
+            browser.close()
+    finally:
+        demo.close()
+    stored = {item.sha256: item.label for item in ui.service.store.items()}
+    assert stored == {first: "rabbit", second: "dog"}
+    assert [item.sha256 for item in queue.items()] == [third]

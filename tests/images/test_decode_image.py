@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classifier.images import InvalidImage, decode_image, sha256_bytes
+from classifier.images import InvalidImage, decode_bytes, decode_image, finish_decode, open_image, sha256_bytes
 from classifier.synthetic import make_image, make_image_folder
 
 
@@ -112,3 +112,24 @@ def test_synthetic_classes_differ_in_colour():
     cat = np.asarray(make_image("cat", 0)).mean(axis=(0, 1))
     dog = np.asarray(make_image("dog", 0)).mean(axis=(0, 1))
     assert np.abs(cat - dog).max() > 60
+
+
+def test_float_image_is_scaled_over_its_finite_range_in_strips():
+    """A float TIFF larger than one conversion strip: scaled from its lowest to its highest finite value,
+    with NaN at the low end and +inf at the high end (no float64 copy of the whole image is made)."""
+    width, height = 2048, 600  # two strips of rows
+    pixels = np.tile(np.linspace(-1.0, 3.0, width, dtype=np.float32), (height, 1))
+    pixels[0, 0], pixels[599, 5] = np.nan, np.inf
+    image = decode_image(encode(Image.fromarray(pixels), "TIFF"))
+    values = np.asarray(image)[..., 0]
+    assert image.mode == "RGB" and image.size == (width, height)
+    assert values[1, 0] == 0 and values[599, width - 1] == 255 and values[300, width // 2] in (127, 128)
+    assert values[0, 0] == 0 and values[599, 5] == 255
+    assert np.array_equal(values[10], values[590])  # both strips scaled alike
+
+
+def test_decode_memory_is_estimated_from_the_header_alone():
+    data = encode(Image.fromarray(np.zeros((300, 400), dtype=np.float32)), "TIFF")
+    opened = open_image(data)
+    assert decode_bytes(opened) >= 300 * 400 * (4 + 4 + 1 + 3)
+    assert finish_decode(opened).size == (400, 300)

@@ -1,0 +1,204 @@
+"""The REST API's latency and throughput against the bare model, and the app's memory under hostile uploads.
+
+    python benchmarks/app_rest.py                          # EfficientNet-Lite0, 224 px, CPU
+    python benchmarks/app_rest.py --runs 100 --seconds 20
+
+1. Latency, batch 1: `POST /api/v1/predict` (raw JPEG body, plain httpx client) vs. a bare forward in this
+   process (decode + preprocess + forward, as `Predictor.predict` does it), same image, same run.
+   Goal: REST / bare <= 1.2 (medians).
+2. Throughput: 8 concurrent REST clients for `--seconds` vs. the bare model's best batched throughput
+   (batches of 1, 2, 4, 8, 16 of the decoded image, preprocessing included). Goal: >= 0.7.
+3. Memory: 4 concurrent 6000x6000 float TIFFs (225 KiB each): the app process's peak RSS (psutil) over its
+   RSS before, against the decode budget (`--decode-memory-mb`).
+
+The app runs in a subprocess built as `python -m app` builds it (`benchmarks/app_latency.py --serve`), serving
+the checkpoint directly; no ClearML server is involved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from app_latency import _default_checkpoint, _photo_like_jpeg  # noqa: E402
+
+from devstack.processes import free_port  # noqa: E402
+
+WARMUP = 5
+
+
+def start_app(checkpoint: Path, data_dir: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    script = Path(__file__).resolve().parent / "app_latency.py"
+    command = [sys.executable, str(script), "--serve", str(checkpoint), "--data-dir", str(data_dir)]
+    command += ["--port", str(port), *[f"--app-option={option}" for option in extra]]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(url + "healthz").json()["model_id"]:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("the app did not start")
+        time.sleep(0.3)
+
+
+def bare_throughput(predictor, image: Image.Image, seconds: float) -> dict[int, float]:
+    results = {}
+    for batch in (1, 2, 4, 8, 16):
+        images = [image] * batch
+        predictor.predict_batch(images)
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds / 5:
+            predictor.predict_batch(images)
+            done += batch
+        results[batch] = done / (time.perf_counter() - started)
+    return results
+
+
+def rest_throughput(url: str, data: bytes, clients: int, seconds: float) -> float:
+    done = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        with httpx.Client(timeout=60) as http:
+            while time.monotonic() < stop:
+                http.post(url + "api/v1/predict", content=data).raise_for_status()
+                done[index] += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.perf_counter() - started)
+
+
+def hostile_tiff() -> bytes:
+    buffer = io.BytesIO()
+    pixels = np.zeros((6000, 6000), dtype=np.float32)
+    pixels[::97, ::89] = 1.0  # not constant, so the full conversion runs
+    Image.fromarray(pixels).save(buffer, format="TIFF", compression="tiff_adobe_deflate")
+    return buffer.getvalue()
+
+
+def hostile_memory(url: str, pid: int, uploads: int = 4) -> tuple[int, float, float, list[int]]:
+    data = hostile_tiff()
+    process = psutil.Process(pid)
+    before = process.memory_info().rss
+    peak, statuses = before, []
+    running = True
+
+    def sample() -> None:
+        nonlocal peak
+        while running:
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.005)
+
+    def upload() -> None:
+        response = httpx.post(url + "api/v1/predict", content=data, timeout=120)
+        statuses.append(response.status_code)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    threads = [threading.Thread(target=upload) for _ in range(uploads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    running = False
+    sampler.join()
+    return len(data), before / 2**20, peak / 2**20, statuses
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, help="classifier checkpoint (default: EfficientNet-Lite0)")
+    parser.add_argument("--runs", type=int, default=60)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--decode-memory-mb", type=float, default=512.0)
+    args = parser.parse_args()
+
+    from classifier.checkpoint import Checkpoint
+    from classifier.images import decode_image
+    from classifier.predict import Predictor
+
+    print(f"CPU cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, torch {torch.__version__}")
+    with tempfile.TemporaryDirectory(prefix="app-rest-") as tmp:
+        work = Path(tmp)
+        checkpoint = args.checkpoint or _default_checkpoint(work / "model.pt")
+        extra = ["--decode-memory-mb", str(args.decode_memory_mb)]
+        extra += ["--max-upload-mb", "20"]
+        process, url = start_app(checkpoint, work / "feedback", extra)
+        try:
+            data = _photo_like_jpeg(0)
+            predictor = Predictor(Checkpoint.load(checkpoint))
+            http = httpx.Client(timeout=60)
+            variants = {
+                "bare": lambda: predictor.predict(decode_image(data)),
+                "rest": lambda: inside.append(
+                    http.post(url + "api/v1/predict", content=data)
+                    .raise_for_status()
+                    .json()["predictions"][0]["latency_ms"]
+                ),
+            }
+            inside: list[float] = []
+            samples: dict[str, list[float]] = {name: [] for name in variants}
+            for _ in range(2):  # blocks of calls, alternating, so drifts in machine load hit both alike
+                for name, call in variants.items():
+                    time.sleep(0.5)
+                    for index in range(WARMUP + args.runs // 2):
+                        started = time.perf_counter()
+                        call()
+                        if index >= WARMUP:
+                            samples[name].append((time.perf_counter() - started) * 1000)
+            median = {name: statistics.median(values) for name, values in samples.items()}
+            print(f"Latency, batch 1, {args.runs} runs each (500x375 JPEG, decode included in both)")
+            print(f"  bare model        median {median['bare']:6.1f} ms")
+            print(f"  POST /api/v1/predict median {median['rest']:6.1f} ms")
+            print(f"    inside the app   median {statistics.median(inside):6.1f} ms (decode + forward + logging)")
+            print(f"  ratio REST / bare: {median['rest'] / median['bare']:.2f}  (goal <= 1.2)")
+
+            image = decode_image(data)
+            bare = bare_throughput(predictor, image, args.seconds)
+            best_batch = max(bare, key=bare.get)
+            rest = rest_throughput(url, data, args.clients, args.seconds)
+            shown = ", ".join(f"batch {b}: {rate:.1f}" for b, rate in bare.items())
+            print(f"Throughput (img/s): bare {shown}")
+            print(f"  REST, {args.clients} concurrent clients: {rest:.1f} img/s")
+            print(f"  ratio REST / best bare (batch {best_batch}): {rest / bare[best_batch]:.2f}  (goal >= 0.7)")
+
+            size, before, peak, statuses = hostile_memory(url, process.pid)
+            print(
+                f"4 concurrent {size // 1024} KiB 6000x6000 float TIFFs: app RSS {before:.0f} MiB before, peak "
+                f"{peak:.0f} MiB (+{peak - before:.0f} MiB; decode budget {args.decode_memory_mb:.0f} MiB), "
+                f"statuses {sorted(statuses)}"
+            )
+        finally:
+            process.kill()
+            process.wait()
+
+
+if __name__ == "__main__":
+    main()
