@@ -71,8 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--insecure",
         action="store_true",
-        help="allow a non-loopback --host without a login, and publishing and the "
-        "review queue for anyone when there is no login",
+        help="allow a non-loopback --host without a login (then anyone who reaches the app may publish and review)",
     )
     bounds = parser.add_argument_group("bounds against abuse")
     bounds.add_argument("--max-images", type=_at_least(1), default=16, help="images per API request")
@@ -169,7 +168,7 @@ def build(args: argparse.Namespace):
         publisher,
         model_project=args.project,
         auto_publisher=auto_publisher,
-        access=Access(login_from_env(), insecure=args.insecure),
+        access=Access(login_from_env()),
         threshold=QualityThreshold(args.quality_threshold, args.quality_window, args.quality_min_feedback),
     )
     return ui, watcher, auto_publisher

@@ -28,16 +28,14 @@ def client_id(username: str | None, address: str | None) -> str:
 @dataclass(frozen=True)
 class Access:
     """Who may publish feedback by hand and work through the review queue: the signed-in user when a login is
-    configured; without a login, nobody unless the operator said `--insecure`."""
+    configured. Without a login the app listens on this machine only (or the operator said `--insecure`), so
+    whoever reaches it may."""
 
     login: tuple[str, str] | None
-    insecure: bool = False
 
     def check_manager(self, username: str | None) -> None:
-        allowed = username is not None if self.login is not None else self.insecure
-        if not allowed:
-            reason = "Sign in first." if self.login is not None else "The app runs without a login."
-            raise Refused(f"{reason} Publishing and the review queue need a signed-in user.", status=403)
+        if self.login is not None and username is None:
+            raise Refused("Sign in first: publishing and the review queue need a signed-in user.", status=403)
 
 
 class MemoryBudget:

@@ -9,13 +9,13 @@ import sys
 import threading
 import time
 
+import gradio as gr
 import httpx
 import numpy as np
 import psutil
 import pytest
 from app_testing import free_port, image_bytes, served
 from gradio_client import Client
-from gradio_client.exceptions import AppError
 from PIL import Image
 
 from app.__main__ import build, check_binding, parse_args, serve
@@ -97,17 +97,18 @@ def test_rate_limiter_window_slides():
     limiter.check("a")
 
 
-def test_publish_needs_a_signed_in_user(tmp_path, checkpoints, monkeypatch):
+def test_publish_needs_a_signed_in_user_when_a_login_is_configured(tmp_path, checkpoints, monkeypatch):
     _, server, url = start(tmp_path, checkpoints)
-    try:
-        with pytest.raises(AppError, match="need a signed-in user"):
-            Client(url, verbose=False).predict(api_name="/publish")
+    try:  # no login: the app listens on this machine only, whose user may publish
+        assert Client(url, verbose=False).predict(api_name="/publish") == "Nothing to publish."
     finally:
         server.close()
-    _, server, url = start(
+    ui, server, url = start(
         tmp_path, checkpoints, env={"APP_USERNAME": "ann", "APP_PASSWORD": "pw"}, monkeypatch=monkeypatch
     )
     try:
+        with pytest.raises(gr.Error, match="need a signed-in user"):
+            ui.publish()  # a call from nobody signed in
         assert Client(url, auth=("ann", "pw"), verbose=False).predict(api_name="/publish") == "Nothing to publish."
         assert httpx.get(f"{url}api/v1/model").status_code == 401
         assert httpx.get(f"{url}api/v1/model", auth=("ann", "pw")).status_code == 200

@@ -106,7 +106,7 @@ def test_user_predicts_adds_a_label_and_sees_statistics_change(clearml_server, c
 
 @pytest.mark.browser
 def test_reviewer_labels_two_uncertain_uploads_with_the_keyboard(checkpoints, chromium, tmp_path):
-    args = ["--data-dir", str(tmp_path / "feedback"), "--review-keep", "--insecure"]
+    args = ["--data-dir", str(tmp_path / "feedback"), "--review-keep"]
     ui, _, _ = build(parse_args(args))
     ui.service.holder.swap(served(checkpoints["two"], "model-two"))
     for index, class_name in enumerate(["cat", "dog", "cat"]):

@@ -138,7 +138,7 @@ def test_automatic_publishing_after_t_minutes(clearml_server, store):
 
 def test_statistics_show_feedback_counts_and_versions_with_parents(clearml_server, tmp_path):
     project = unique_project()
-    args = ["--project", project, "--dataset-project", project, "--data-dir", str(tmp_path / "app"), "--insecure"]
+    args = ["--project", project, "--dataset-project", project, "--data-dir", str(tmp_path / "app")]
     ui, _, _ = build(parse_args(args))
     add_items(ui.service.store, "cat", [50])
     first = ui.publish()
