@@ -18,7 +18,6 @@ the checkpoint directly; no ClearML server is involved.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import subprocess
@@ -29,7 +28,6 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import psutil
 import torch
 from PIL import Image
@@ -37,6 +35,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from app_latency import _default_checkpoint, _photo_like_jpeg  # noqa: E402
 
+from classifier.synthetic import hostile_float_tiff  # noqa: E402
 from devstack.processes import free_port  # noqa: E402
 
 WARMUP = 5
@@ -94,16 +93,8 @@ def rest_throughput(url: str, data: bytes, clients: int, seconds: float) -> floa
     return sum(done) / (time.perf_counter() - started)
 
 
-def hostile_tiff() -> bytes:
-    buffer = io.BytesIO()
-    pixels = np.zeros((6000, 6000), dtype=np.float32)
-    pixels[::97, ::89] = 1.0  # not constant, so the full conversion runs
-    Image.fromarray(pixels).save(buffer, format="TIFF", compression="tiff_adobe_deflate")
-    return buffer.getvalue()
-
-
 def hostile_memory(url: str, pid: int, uploads: int = 4) -> tuple[int, float, float, list[int]]:
-    data = hostile_tiff()
+    data = hostile_float_tiff()
     process = psutil.Process(pid)
     before = process.memory_info().rss
     peak, statuses = before, []

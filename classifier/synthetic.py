@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
+import io
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -78,3 +79,13 @@ def make_image_folder(
             else:
                 image.save(folder / f"{class_name}_{index:05d}.png", format="PNG")
     return root
+
+
+def hostile_float_tiff(side: int = 6000) -> bytes:
+    """A deflated float32 TIFF: about 225 KiB on the wire for 6000x6000, ~144 MB of pixels once decoded (the
+    decode-budget tests and benchmark upload it)."""
+    pixels = np.zeros((side, side), dtype=np.float32)
+    pixels[::97, ::89] = 1.0  # not constant, so the whole conversion runs
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="TIFF", compression="tiff_adobe_deflate")
+    return buffer.getvalue()

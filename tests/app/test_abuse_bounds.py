@@ -3,7 +3,6 @@ machine without a login, and concurrent decompression-heavy uploads against the 
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 import threading
@@ -11,15 +10,14 @@ import time
 
 import gradio as gr
 import httpx
-import numpy as np
 import psutil
 import pytest
 from app_testing import free_port, image_bytes, served
 from gradio_client import Client
-from PIL import Image
 
 from app.__main__ import build, check_binding, parse_args, serve
 from app.guard import RateLimiter, Refused
+from classifier.synthetic import hostile_float_tiff
 
 
 def start(tmp_path, checkpoints, *options: str, env: dict | None = None, monkeypatch=None):
@@ -141,19 +139,10 @@ def test_request_bodies_are_bounded_in_memory_together(tmp_path, checkpoints):
         server.close()
 
 
-def hostile_tiff() -> bytes:
-    """225 KiB on the wire, 6000x6000 float pixels (~144 MB) once decoded."""
-    pixels = np.zeros((6000, 6000), dtype=np.float32)
-    pixels[::97, ::89] = 1.0  # not constant, so the whole conversion runs
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="TIFF", compression="tiff_adobe_deflate")
-    return buffer.getvalue()
-
-
 def test_four_hostile_tiffs_at_once_stay_within_the_decode_budget(tmp_path, checkpoints):
     budget_mb = 512
     ui, server, url = start(tmp_path, checkpoints, "--decode-memory-mb", str(budget_mb))
-    data = hostile_tiff()
+    data = hostile_float_tiff()
     assert len(data) < 300 * 1024
     process = psutil.Process()
     before = process.memory_info().rss
