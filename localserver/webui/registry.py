@@ -153,19 +153,21 @@ def hidden_projects(view: View, marker: str) -> list[dict]:
     return result
 
 
-def version_tasks(view: View, project_ids: list[str], fields=None) -> list[dict]:
+def version_tasks(view: View, project_ids: list[str], fields=None, types: list[str] | None = None) -> list[dict]:
     if not project_ids:
         return []
     body = {"project": project_ids, "search_hidden": True, "order_by": ["created"]}
+    if types:
+        body["type"] = types
     body["only_fields"] = fields or ["id", "name", "status", "project", "created", "runtime", "tags", "last_update"]
     return view.api("tasks.get_all", body)["tasks"]
 
 
-def with_latest_task(view: View, kind: str, fields: list[str]) -> list[dict]:
-    """The hidden ``kind`` projects (``.datasets``, ``.pipelines``), each with its task ``count`` (versions or
-    runs) and its ``latest`` task."""
+def with_latest_task(view: View, kind: str, fields: list[str], types: list[str] | None = None) -> list[dict]:
+    """The hidden ``kind`` projects (``.datasets``, ``.pipelines``), each with its count of tasks of ``types``
+    (versions; runs, not their steps, which share the project) and its ``latest`` one."""
     projects = hidden_projects(view, kind)
-    found = version_tasks(view, [p["id"] for p in projects], ["id", "project", "created", *fields])
+    found = version_tasks(view, [p["id"] for p in projects], ["id", "project", "created", *fields], types)
     for project in projects:
         mine = [task for task in found if task.get("project") == project["id"]]
         project["count"] = len(mine)
@@ -304,7 +306,8 @@ def dataset_version_page(view: View):
 
 # pipelines
 def pipelines_page(view: View):
-    return view.render("pipelines.html", pipelines=with_latest_task(view, ".pipelines", ["status"]))
+    pipelines = with_latest_task(view, ".pipelines", ["status"], types=["controller"])
+    return view.render("pipelines.html", pipelines=pipelines)
 
 
 def pipeline_runs(view: View, project_id: str) -> list[dict]:

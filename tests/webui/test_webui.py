@@ -485,7 +485,10 @@ def test_datasets_and_pipelines_list_their_versions_and_runs_with_the_latest(ui)
         task = ui.call("tasks.create", {"name": "pets", "project": datasets, "type": "data_processing"})["id"]
         ui.call("tasks.edit", {"task": task, "runtime": {"version": version}})
     pipelines = ui.call("projects.create", {"name": "loop/.pipelines/retrain", "system_tags": ["hidden"]})["id"]
-    runs = [ui.call("tasks.create", {"name": "retrain", "project": pipelines})["id"] for _ in range(3)]
+    runs = []
+    for _ in range(3):
+        runs.append(ui.call("tasks.create", {"name": "retrain", "project": pipelines, "type": "controller"})["id"])
+        ui.call("tasks.create", {"name": "train", "project": pipelines, "type": "training"})  # a step, not a run
     ui.sign_in()
     row = ui.http.get("/datasets").text.split('id="datasets"')[1].split("<tbody>")[1].split("</tr>")[0]
     assert "<td>2</td>" in row and ">1.0.1</a>" in row
