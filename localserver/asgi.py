@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Match, NoMatchFound
 
-from . import api
+from . import api, jsoncodec
 from .api import ENDPOINTS
 from .auth import WRONG_KEYS_SUBCODE, LoginThrottled
 from .errors import ApiError, bad_request
@@ -58,6 +58,8 @@ def envelope_bytes(code: int, subcode: int, msg: str, endpoint=None, version=Non
         "error_stack": None,
         "error_data": {},
     }
+    if isinstance(data, api.Encoded):
+        return b'{"meta": ' + json.dumps(meta).encode() + b', "data": ' + data.json + b"}"
     return json.dumps({"meta": meta, "data": {} if data is None else data}).encode()
 
 
@@ -136,7 +138,7 @@ def _request_body(endpoint: str, raw: bytes, query: str) -> dict:
         body = _event_batch(text)
     elif text:
         try:
-            body = json.loads(text)
+            body = jsoncodec.parse(text)
         except json.JSONDecodeError:
             raise bad_request("Request body is not valid JSON") from None
     if not isinstance(body, dict):
@@ -149,10 +151,10 @@ def _request_body(endpoint: str, raw: bytes, query: str) -> dict:
 def _event_batch(text: str) -> dict:
     """``events.add_batch`` bodies are JSON lines (one event each), or ``{"requests": [...]}`` / a JSON list."""
     try:
-        lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+        lines = [jsoncodec.parse(line) for line in text.splitlines() if line.strip()]
     except json.JSONDecodeError:
         try:
-            lines = [json.loads(text)]
+            lines = [jsoncodec.parse(text)]
         except json.JSONDecodeError:
             raise bad_request("events.add_batch body is not valid JSON lines") from None
     if len(lines) == 1 and isinstance(lines[0], list):
@@ -167,7 +169,7 @@ def _query_value(value: str):
     if lowered in ("true", "false"):
         return lowered == "true"
     if re.fullmatch(r"-?\d+", value):
-        return int(value)
+        return jsoncodec.bounded_int(value)
     return value
 
 

@@ -26,6 +26,7 @@ import re
 import re._constants as sre_constants
 import re._parser as sre_parser
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -347,19 +348,37 @@ def matches(doc: dict, query: dict, spec: QuerySpec) -> bool:
 
 def project(doc: dict, only_fields) -> dict:
     """Mongo projection: dotted includes keep existing parents (an empty dict when the child is absent)."""
+    return projection(only_fields)(doc)
+
+
+def projection(only_fields) -> Callable[[dict], dict]:
+    """:func:`project` with ``only_fields`` parsed once, for applying to many documents."""
     fields = [f for f in _as_list(only_fields) if isinstance(f, str) and f]
     if not fields:
-        return doc
+        return lambda doc: doc
     if all(f.startswith("-") for f in fields):
-        result = _deep_copy(doc)
-        for f in fields:
-            _remove_path(result, f[1:].split("."))
+        excluded = [f[1:].split(".") for f in fields]
+
+        def exclude(doc: dict) -> dict:
+            result = _deep_copy(doc)
+            for parts in excluded:
+                _remove_path(result, parts)
+            return result
+
+        return exclude
+    included = [f.split(".") for f in fields if not f.startswith("-")]
+    if all(len(parts) == 1 for parts in included):
+        names = [parts[0] for parts in included if parts[0] != "id"]
+        # documents are decoded afresh for every request: the result may share their values
+        return lambda doc: {k: doc[k] for k in ("id", *names) if k in doc}
+
+    def include(doc: dict) -> dict:
+        result: dict = {"id": doc["id"]} if "id" in doc else {}
+        for parts in included:
+            _include_path(doc, result, parts)
         return result
-    result: dict = {"id": doc["id"]} if "id" in doc else {}
-    for f in fields:
-        if not f.startswith("-"):
-            _include_path(doc, result, f.split("."))
-    return result
+
+    return include
 
 
 def _include_path(src, dst: dict, parts: list[str]) -> None:
@@ -368,7 +387,7 @@ def _include_path(src, dst: dict, parts: list[str]) -> None:
         return
     value = src[head]
     if not rest:
-        dst[head] = _deep_copy(value)
+        dst[head] = value
         return
     if isinstance(value, dict):
         child = dst.setdefault(head, {})
@@ -443,7 +462,7 @@ def run_query(docs: list[dict], request: dict, spec: QuerySpec) -> list[dict]:
         if matches(doc, request, spec):
             selected.append(doc)
     selected = page(order(selected, request.get("order_by")), request)
-    return [project(d, request.get("only_fields")) for d in selected]
+    return list(map(projection(request.get("only_fields")), selected))
 
 
 def _has_patterns(request: dict, spec: QuerySpec) -> bool:
@@ -574,7 +593,7 @@ def select(store, entity: str, request: dict, spec: QuerySpec, hide_hidden: bool
     if decorate is not None:
         docs = [decorate(doc) for doc in docs]
     if in_sql:
-        return [project(doc, request.get("only_fields")) for doc in docs]
+        return list(map(projection(request.get("only_fields")), docs))
     return run_query(docs, request, spec)
 
 

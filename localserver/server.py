@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from . import SERVER_VERSION
-from .api import Context, load_services
+from .api import Context, ResultCache, load_services
 from .api import queues as queues_api
 from .asgi import create_app
 from .auth import USER_ID, LoginThrottle, TokenAuthority, load_or_create_credentials
@@ -33,6 +33,7 @@ log = logging.getLogger("localserver")
 
 
 DATABASE = "localserver.sqlite"
+HISTOGRAM_CACHE_BYTES = 64 << 20
 
 
 def open_store(data_dir: Path) -> Store:
@@ -72,6 +73,7 @@ class LocalServer:
         self.access_key, self.secret_key = load_or_create_credentials(self.store, access_key, secret_key)
         self.auth = TokenAuthority(self.store, self.access_key, self.secret_key, SERVER_VERSION)
         self.login_throttle = LoginThrottle(self.limits.login_failures_per_minute)
+        self.histograms = ResultCache(HISTOGRAM_CACHE_BYTES)
         self.files = FileStore(self.data_dir / "files", self.data_dir / "uploads-tmp")
         self._ensure_default_queue()
         self.app = create_app(self, extra_routes)

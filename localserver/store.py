@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import migrations
+from .jsoncodec import loads
 from .migrations import JSON_COLUMNS, SCALAR_COLUMNS
 
 COLUMNS = (*SCALAR_COLUMNS, *JSON_COLUMNS)
@@ -95,7 +96,7 @@ class Store:
     # documents
     def get(self, entity: str, doc_id: str) -> dict | None:
         row = self._conn.execute(f"SELECT doc FROM {entity} WHERE id = ?", (doc_id,)).fetchone()
-        return json.loads(row[0]) if row else None
+        return loads(row[0]) if row else None
 
     def put(self, entity: str, doc: dict) -> None:
         values = [_scalar(doc.get(col)) for col in SCALAR_COLUMNS] + [_tags(doc.get(col)) for col in JSON_COLUMNS]
@@ -134,7 +135,7 @@ class Store:
         sql += f" ORDER BY {order_by + ', ' if order_by else ''}rowid"
         if limit is not None:
             sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
-        return [json.loads(row[0]) for row in self._conn.execute(sql, list(params))]
+        return [loads(row[0]) for row in self._conn.execute(sql, list(params))]
 
     def column_rows(self, entity: str, columns: Sequence[str], where: str, params: Sequence, order_by: str) -> list:
         """``(rowid, *column values)`` of the matching rows, without decoding documents."""
@@ -151,7 +152,7 @@ class Store:
             chunk = list(rowids[start : start + 500])
             sql = f"SELECT rowid, doc FROM {entity} WHERE rowid IN ({', '.join('?' * len(chunk))})"
             docs.update(self._conn.execute(sql, chunk).fetchall())
-        return [json.loads(docs[rowid]) for rowid in rowids if rowid in docs]
+        return [loads(docs[rowid]) for rowid in rowids if rowid in docs]
 
     def find_by_name(self, entity: str, name: str) -> list[dict]:
         return self.select(entity, "name = ?", [name])
@@ -193,36 +194,43 @@ class Store:
             where += f" AND type IN ({', '.join('?' * len(types))})"
             params.extend(types)
         rows = self._conn.execute(f"SELECT doc FROM events WHERE {where} ORDER BY seq", params).fetchall()
-        return [json.loads(row[0]) for row in rows]
+        return [loads(row[0]) for row in rows]
 
-    def series_stats(self, task_id: str, event_type: str, metrics: dict[str, list[str]] | None = None) -> list[tuple]:
-        """``(metric, variant, count, min_iter, max_iter, min_timestamp, max_timestamp)`` per series of a task;
+    def series_stats(
+        self, task_id: str, event_type: str, metrics: dict[str, list[str]] | None = None, x: str = "iter"
+    ) -> list[tuple]:
+        """``(metric, variant, count, min x, max x)`` per series of a task, ``x`` being ``iter`` or ``timestamp``;
         ``metrics`` narrows to ``{metric: [variants]}`` (no variants: all of the metric's)."""
+        x = _x_axis(x)
         where, params = _series_filter(task_id, event_type, metrics)
         return self._conn.execute(
-            "SELECT metric, variant, COUNT(*), MIN(iter), MAX(iter), MIN(timestamp), MAX(timestamp) FROM events "
+            f"SELECT metric, variant, COUNT(*), MIN({x}), MAX({x}) FROM events "
             f"WHERE {where} GROUP BY metric, variant ORDER BY metric, variant",
             params,
         ).fetchall()
 
-    def scalar_points(self, task_id: str, metric, variant, key: str, interval: int) -> list[tuple]:
-        """``(x, value)`` of one scalar series by ``key`` (iter or timestamp), averaged per bucket of ``interval``
-        (1: every point; a point reported twice for one x keeps the last)."""
-        if key not in ("iter", "timestamp"):
-            raise ValueError(f"unknown x axis {key}")
+    def scalar_points(self, task_id: str, metric, variant, x: str, interval: int) -> list[tuple]:
+        """``(x, value)`` of one scalar series by ``x`` (iter or timestamp), averaged per bucket of ``interval``
+        (1: every point; a point reported twice for one x keeps the last). By iteration, both read the series
+        index only."""
+        x = _x_axis(x)
         base = "task = ? AND type = ? AND metric IS ? AND variant IS ?"
         params = [task_id, SCALAR, metric, variant]
-        if interval <= 1:
-            sql = (
-                f"SELECT {key}, value FROM events WHERE seq IN (SELECT MAX(seq) FROM events WHERE {base} "
-                f"GROUP BY {key}) ORDER BY {key}"
-            )
+        if interval <= 1:  # SQLite takes the bare column `value` from the row of MAX(seq)
+            sql = f"SELECT {x}, value, MAX(seq) FROM events WHERE {base} GROUP BY {x} ORDER BY {x}"
         else:
             sql = (
-                f"SELECT ({key} / {int(interval)}) * {int(interval)} AS bucket, AVG(value) FROM events "
+                f"SELECT ({x} / {int(interval)}) * {int(interval)} AS bucket, AVG(value) FROM events "
                 f"WHERE {base} GROUP BY bucket ORDER BY bucket"
             )
-        return self._conn.execute(sql, params).fetchall()
+        return [row[:2] for row in self._conn.execute(sql, params)]
+
+    def events_version(self, task_id: str, event_type: str) -> int | None:
+        """The newest event's sequence number of a task and type: a new one whenever they change (events are
+        appended with ever-increasing numbers, or deleted all at once with their task's)."""
+        return self._conn.execute(
+            "SELECT MAX(seq) FROM events WHERE task = ? AND type = ?", (task_id, event_type)
+        ).fetchone()[0]
 
     def series_iterations(
         self, task_id: str, event_type: str, metric, variants: list[str], below: int | None, limit: int, desc: bool
@@ -250,7 +258,7 @@ class Store:
             "GROUP BY variant, iter) ORDER BY iter, variant",
             [*params, *iters],
         ).fetchall()
-        return [json.loads(row[0]) for row in rows]
+        return [loads(row[0]) for row in rows]
 
     def delete_events(self, task_id: str) -> int:
         return self._conn.execute("DELETE FROM events WHERE task = ?", (task_id,)).rowcount
@@ -294,6 +302,12 @@ class Store:
 
     def set_setting(self, key: str, value: str) -> None:
         self._conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
+
+
+def _x_axis(x: str) -> str:
+    if x not in ("iter", "timestamp"):
+        raise ValueError(f"unknown x axis {x}")
+    return x
 
 
 def _series_filter(task_id: str, event_type: str, metrics: dict[str, list[str]] | None) -> tuple[str, list]:

@@ -1,6 +1,7 @@
-"""Serving the app with uvicorn (h11) on a socket bound beforehand, with the connection-level guards.
+"""Serving the app with uvicorn on a socket bound beforehand, with the connection-level guards.
 
-uvicorn parses HTTP, decodes chunked bodies and applies flow control (it stops reading a body the app is not
+uvicorn parses HTTP with httptools (llhttp, Node.js's parser: strict, and about 0.1 ms a request cheaper than
+h11 in pure Python, which counts when 16 clients share the server's one core), decodes chunked bodies and applies flow control (it stops reading a body the app is not
 reading). On top of it, each connection:
 - must finish its request headers within ``header_timeout`` seconds of connecting, or it is closed (uvicorn's
   keep-alive timeout only starts after a first response);
@@ -8,9 +9,9 @@ reading). On top of it, each connection:
   its headers yet, or, when every connection is busy with a request, is itself closed at once. Clients retry a
   closed connection; a 503 (uvicorn's answer for ``limit_concurrency``) would make the SDK wait for
   "maintenance".
-- gets ``Connection: close`` on every response (h11 then closes it): the SDK forks reporter processes that
+- gets ``Connection: close`` on every response (uvicorn then closes it): the SDK forks reporter processes that
   inherit pooled connections, and a kept-alive socket shared by two processes hangs one of them.
-- that sends something h11 cannot parse (a bad request line or header, a non-numeric ``Content-Length``, a
+- that sends something llhttp cannot parse (a bad request line or header, a non-numeric ``Content-Length``, a
   negative chunk size) is answered 400 with the JSON envelope, then closed.
 """
 
@@ -20,9 +21,8 @@ import logging
 import resource
 import socket
 
-import h11
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .asgi import envelope_bytes
 from .limits import Limits
@@ -86,10 +86,11 @@ class CloseConnection:
         await self.app(scope, receive, send_closing)
 
 
-def guarded_protocol(limits: Limits) -> type[H11Protocol]:
-    """uvicorn's h11 protocol with the header timeout, the connection cap and envelope 400s (module docstring)."""
+def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with the header timeout, the connection cap and envelope 400s (module
+    docstring)."""
 
-    class GuardedProtocol(H11Protocol):
+    class GuardedProtocol(HttpToolsProtocol):
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self.opened_at = self.loop.time()
@@ -121,18 +122,12 @@ def guarded_protocol(limits: Limits) -> type[H11Protocol]:
 
         def send_400_response(self, msg: str) -> None:
             log.info("unparsable request from %s: %s", self.client, msg)
+            if self.cycle is not None and self.cycle.response_started:  # nothing more can be said
+                self.transport.close()
+                return
             body = envelope_bytes(400, 0, "Malformed HTTP request")
-            headers = [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ]
-            response = h11.Response(status_code=400, headers=headers, reason=b"Bad Request")
-            try:
-                for event in (response, h11.Data(data=body), h11.EndOfMessage()):
-                    self.transport.write(self.conn.send(event))
-            except h11.LocalProtocolError:  # a response had already started: nothing more can be said
-                pass
+            head = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            self.transport.write(head + b"content-length: %d\r\n\r\n" % len(body) + body)
             self.transport.close()
 
     return GuardedProtocol

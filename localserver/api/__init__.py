@@ -6,8 +6,11 @@ lists, lookups and event queries never wait for writers; every other endpoint ru
 
 from __future__ import annotations
 
+import json
+import threading
 import uuid
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -66,6 +69,45 @@ def id_list(value) -> list[str]:
     if value is None:
         return []
     return [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)]
+
+
+class Encoded(dict):
+    """A result that carries its JSON encoding (``json``): the HTTP envelope splices it instead of encoding the
+    dict again. Cached results are shared between requests: never mutate one."""
+
+    def __init__(self, data: dict, encoded: bytes):
+        super().__init__(data)
+        self.json = encoded
+
+
+class ResultCache:
+    """Encoded results of an expensive read, keyed by the request and a version of the data it reads (so an
+    entry is never stale: new data means a new key); least recently used out first beyond ``max_bytes`` (the
+    encoding's size, times 3 for the decoded copy). Results above an eighth of it are not kept."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Hashable, Encoded] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, compute: Callable[[], dict]) -> Encoded:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                return found
+        result = Encoded(data := compute(), json.dumps(data).encode())
+        size = 3 * len(result.json)
+        if size <= self.max_bytes // 8:
+            with self._lock:
+                if key not in self._entries:
+                    self._entries[key] = result
+                    self._size += size
+                while self._size > self.max_bytes:
+                    _, evicted = self._entries.popitem(last=False)
+                    self._size -= 3 * len(evicted.json)
+        return result
 
 
 def load_services() -> None:

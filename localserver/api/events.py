@@ -193,7 +193,8 @@ def _decode_scroll(scroll_id) -> dict:
 @endpoint("events.scalar_metrics_iter_histogram", read_only=True)
 def scalar_metrics_iter_histogram(ctx: Context, body: dict) -> dict:
     """``{metric: {variant: {name, x, y}}}``; each series holds at most ``samples`` points (default and at most
-    MAX_SAMPLES): a longer one is averaged over equal buckets of its x axis (iter, timestamp or iso_time)."""
+    MAX_SAMPLES): a longer one is averaged over equal buckets of its x axis (iter, timestamp or iso_time).
+    Answers are cached until the task's scalars change: charts are polled, often by several viewers."""
     task_id = require(body, "task")
     if not isinstance(task_id, str):
         raise bad_request("task must be one task id")
@@ -206,12 +207,15 @@ def scalar_metrics_iter_histogram(ctx: Context, body: dict) -> dict:
         raise bad_request("samples must be a positive integer")
     samples = min(samples, MAX_SAMPLES)
     metrics = _metric_filter(body.get("metrics"))
+    version = ctx.store.events_version(task_id, SCALAR)
+    cache_key = (task_id, version, key, samples, json.dumps(metrics, sort_keys=True))
+    return ctx.server.histograms.get(cache_key, lambda: _histogram(ctx, task_id, key, samples, metrics))
+
+
+def _histogram(ctx: Context, task_id: str, key: str, samples: int, metrics: dict[str, list[str]] | None) -> dict:
     column = "iter" if key == "iter" else "timestamp"
     series: dict = {}
-    for metric, variant, count, low_iter, high_iter, low_time, high_time in ctx.store.series_stats(
-        task_id, SCALAR, metrics
-    ):
-        low, high = (low_iter, high_iter) if column == "iter" else (low_time, high_time)
+    for metric, variant, count, low, high in ctx.store.series_stats(task_id, SCALAR, metrics, column):
         interval = 1
         if count > samples and low is not None and high is not None:
             interval = max(1, math.ceil((high - low + 1) / samples))

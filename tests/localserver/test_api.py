@@ -147,6 +147,49 @@ def test_events_json_lines_update_last_metrics(clearml_server):
     assert histogram["acc"]["val"] == {"name": "val", "x": [0, 1, 2], "y": [0.5, 0.9, 0.7]}
 
 
+def _add_scalars(server, token, task_id: str, points: list[tuple[int, float]]) -> None:
+    events = [
+        {"task": task_id, "type": "training_stats_scalar", "metric": "loss", "variant": "train", "iter": i, "value": v}
+        for i, v in points
+    ]
+    assert ok(server, "events.add_batch", token, requests=events)["added"] == len(points)
+
+
+def test_cached_scalar_histograms_follow_new_reported_again_and_deleted_events(clearml_server):
+    token = login(clearml_server)
+    task_id = ok(clearml_server, "tasks.create", token, name="cached-scalars", type="training")["id"]
+
+    def histogram() -> dict:
+        response = call(clearml_server, "events.scalar_metrics_iter_histogram", token, task=task_id)
+        assert response.json()["meta"]["result_code"] == 200  # the cached answer is spliced into a whole envelope
+        return response.json()["data"]
+
+    _add_scalars(clearml_server, token, task_id, [(0, 1.0), (1, 0.5)])
+    assert histogram() == histogram() == {"loss": {"train": {"name": "train", "x": [0, 1], "y": [1.0, 0.5]}}}
+    _add_scalars(clearml_server, token, task_id, [(1, 0.25), (2, 0.2)])  # iteration 1 reported again
+    assert histogram()["loss"]["train"] == {"name": "train", "x": [0, 1, 2], "y": [1.0, 0.25, 0.2]}
+    ok(clearml_server, "events.delete_for_task", token, task=task_id)
+    assert histogram() == {}
+    _add_scalars(clearml_server, token, task_id, [(5, 0.1)])
+    assert histogram()["loss"]["train"]["x"] == [5]
+
+
+def test_integers_beyond_64_bits_are_refused_and_nothing_is_stored(clearml_server):
+    """MongoDB, the real server's store, holds 64-bit integers; a bigger one would be read back rounded."""
+    token = login(clearml_server)
+    task_id = ok(clearml_server, "tasks.create", token, name="big-ints", type="training")["id"]
+    _add_scalars(clearml_server, token, task_id, [(3, 0.5)])
+    huge = {"task": task_id, "type": "training_stats_scalar", "metric": "m", "variant": "v", "iter": 2**64, "value": 1}
+    response = call(clearml_server, "events.add_batch", token, requests=[huge])
+    assert response.status_code == 400 and "64 bits" in response.json()["meta"]["result_msg"]
+    assert ok(clearml_server, "tasks.get_by_id", token, task=task_id)["task"]["last_iteration"] == 3
+    page = requests.get(
+        f"{clearml_server.api_url}/tasks.get_all?page_size={2**70}", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert page.status_code == 400
+    assert ok(clearml_server, "tasks.get_all", token, id=[task_id], page_size=2**63 - 1)["tasks"][0]["id"] == task_id
+
+
 def test_concurrent_get_next_task_hands_out_each_task_once(clearml_server):
     token = login(clearml_server)
     queue_id = ok(clearml_server, "queues.create", token, name=f"pop-{uuid.uuid4().hex[:6]}")["id"]
