@@ -15,6 +15,8 @@ answered 500 with that id only (500 is not among the codes the SDK retries or wa
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import re
@@ -63,19 +65,34 @@ def envelope_bytes(code: int, subcode: int, msg: str, endpoint=None, version=Non
     return json.dumps({"meta": meta, "data": {} if data is None else data}).encode()
 
 
-def create_app(server, extra_routes: Sequence[BaseRoute] | Callable[[object], Sequence[BaseRoute]] = ()) -> Starlette:
-    """The app for ``server`` (a :class:`~localserver.server.LocalServer`: store, auth, files, limits, login
+def create_app(server, extra_routes: Sequence[BaseRoute] | Callable[[object], Sequence[BaseRoute]] = ()):
+    """The ASGI app for ``server`` (a :class:`~localserver.server.LocalServer`: store, auth, files, limits, login
     throttle). ``extra_routes`` (routes, or a function of ``server`` that returns them, such as
     ``localserver.webui.routes``) are tried after the API and ``/files`` routes and before the catch-all."""
     if callable(extra_routes):
         extra_routes = extra_routes(server)
     routes = [
-        PatternRoute(API_PATH, lambda request: _api(server, request)),
         PatternRoute(FILES_PATH, lambda request: _files(server, request)),
         *extra_routes,
         PatternRoute(ANY_PATH, lambda request: _api(server, request)),
     ]
-    return Starlette(routes=routes)
+    return ApiFirst(server, Starlette(routes=routes))
+
+
+class ApiFirst:
+    """API calls, nearly every request the SDK and the agent make, go straight to their handler (which answers
+    every error itself); the rest to ``app``. Starlette's router and middleware cost as much as a small call."""
+
+    def __init__(self, server, app: Starlette):
+        self.server = server
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and API_PATH.match(scope["path"]):
+            response = await _api(self.server, Request(scope, receive))
+            await response(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 class PatternRoute(BaseRoute):
@@ -203,7 +220,11 @@ async def _api(server, request: Request) -> Response:
             raise ApiError(400, 0, f"Unknown endpoint: {endpoint}")
         raw = await _read_body(request, limits.max_json_body, limits.body_timeout)
         worker = request.headers.get("x-clearml-worker")
-        content = await run_in_threadpool(_run_endpoint, server, endpoint, version, raw, query, user, worker)
+        run = functools.partial(_run_endpoint, server, endpoint, version, raw, query, user, worker)
+        if endpoint in api.READ_ONLY:
+            content = await asyncio.get_running_loop().run_in_executor(server.reader, run)
+        else:
+            content = await run_in_threadpool(run)
         return Response(content, media_type="application/json")
     except ApiError as exc:
         log.info("%s -> %d/%d %s", endpoint, exc.code, exc.subcode, exc.msg)

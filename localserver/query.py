@@ -587,7 +587,8 @@ def select(store, entity: str, request: dict, spec: QuerySpec, hide_hidden: bool
             rowids = rowids[window[0] : window[0] + window[1]]
         docs = store.by_rowids(entity, rowids)
     elif in_sql and window is not None:
-        docs = store.select(entity, where, plan.params, order_sql, limit=window[1], offset=window[0])
+        fields = _plain_fields(request.get("only_fields")) if decorate is None else ()
+        docs = store.select(entity, where, plan.params, order_sql, limit=window[1], offset=window[0], fields=fields)
     else:
         docs = store.select(entity, where, plan.params, order_sql if in_sql else "")
     if decorate is not None:
@@ -595,6 +596,17 @@ def select(store, entity: str, request: dict, spec: QuerySpec, hide_hidden: bool
     if in_sql:
         return list(map(projection(request.get("only_fields")), docs))
     return run_query(docs, request, spec)
+
+
+PLAIN_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _plain_fields(only_fields) -> tuple[str, ...]:
+    """``only_fields`` when they are all plain top-level names the store can take out of documents, else ()."""
+    fields = [f for f in _as_list(only_fields) if isinstance(f, str) and f]
+    if fields and all(PLAIN_FIELD.fullmatch(f) for f in fields):
+        return tuple(f for f in fields if f != "id")
+    return ()
 
 
 def _match_rows(rows: list, column_patterns: list) -> list:

@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import SERVER_VERSION
@@ -74,6 +75,7 @@ class LocalServer:
         self.auth = TokenAuthority(self.store, self.access_key, self.secret_key, SERVER_VERSION)
         self.login_throttle = LoginThrottle(self.limits.login_failures_per_minute)
         self.histograms = ResultCache(HISTOGRAM_CACHE_BYTES)
+        self.reader = ThreadPoolExecutor(1, thread_name_prefix="localserver-reader")
         self.files = FileStore(self.data_dir / "files", self.data_dir / "uploads-tmp")
         self._ensure_default_queue()
         self.app = create_app(self, extra_routes)
@@ -115,6 +117,7 @@ class LocalServer:
     def close(self) -> None:
         self.watchdog.stop()
         self.socket.close()
+        self.reader.shutdown()
         self.store.close()
 
 

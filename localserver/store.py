@@ -127,14 +127,23 @@ class Store:
         order_by: str = "",
         limit: int | None = None,
         offset: int = 0,
+        fields: Sequence[str] = (),
     ) -> list[dict]:
-        """Documents matching a WHERE clause over the query columns (built by localserver.query)."""
-        sql = f"SELECT doc FROM {entity}"
+        """Documents matching a WHERE clause over the query columns (built by localserver.query). With ``fields``
+        (plain top-level names), the documents may come back with only ``id`` and those of them they hold, taken
+        out by SQLite instead of decoding whole documents in Python (a tenth of the decoding for a task list)."""
+        sql = f"SELECT doc{', json_extract(doc, ?' + ', ?' * len(fields) + ')' if fields else ''} FROM {entity}"
         if where:
             sql += f" WHERE {where}"
         sql += f" ORDER BY {order_by + ', ' if order_by else ''}rowid"
         if limit is not None:
             sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
+        if fields:
+            paths = ["$.id", *(f"$.{name}" for name in fields)]
+            try:
+                return [_fields(row, ("id", *fields)) for row in self._conn.execute(sql, [*paths, *params])]
+            except sqlite3.OperationalError:  # NaN (a diverged metric) is JSON to Python, malformed to SQLite
+                sql = sql.replace(", json_extract(doc, ?" + ", ?" * len(fields) + ")", "", 1)
         return [loads(row[0]) for row in self._conn.execute(sql, list(params))]
 
     def column_rows(self, entity: str, columns: Sequence[str], where: str, params: Sequence, order_by: str) -> list:
@@ -302,6 +311,15 @@ class Store:
 
     def set_setting(self, key: str, value: str) -> None:
         self._conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
+
+
+def _fields(row: tuple, names: Sequence[str]) -> dict:
+    """``names`` of a document from ``(doc, JSON array of their values)``: a null value may be a field the
+    document lacks (json_extract cannot tell), so that document is decoded whole."""
+    values = loads(row[1])
+    if None in values:
+        return loads(row[0])
+    return dict(zip(names, values, strict=True))
 
 
 def _x_axis(x: str) -> str:

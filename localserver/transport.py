@@ -1,8 +1,8 @@
 """Serving the app with uvicorn on a socket bound beforehand, with the connection-level guards.
 
-uvicorn parses HTTP with httptools (llhttp, Node.js's parser: strict, and about 0.1 ms a request cheaper than
-h11 in pure Python, which counts when 16 clients share the server's one core), decodes chunked bodies and applies flow control (it stops reading a body the app is not
-reading). On top of it, each connection:
+uvicorn parses HTTP with httptools (llhttp, Node.js's parser: strict, and cheaper than h11 in pure Python, which
+counts when 16 clients share the server's one core), decodes chunked bodies and applies flow control (it stops
+reading a body the app is not reading). On top of it, each connection:
 - must finish its request headers within ``header_timeout`` seconds of connecting, or it is closed (uvicorn's
   keep-alive timeout only starts after a first response);
 - counts against ``max_connections``: a new connection beyond it closes the oldest connection that has not sent

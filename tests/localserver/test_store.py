@@ -81,7 +81,7 @@ def test_a_schema_v1_data_dir_is_migrated_and_served(tmp_path):
 
 
 def _random_doc(rng: random.Random, index: int, projects: list[str]) -> dict:
-    return {
+    doc = {
         "id": f"task-{index:03d}",
         "name": rng.choice(["alpha", "Alpha-2", "beta", "gamma ray", "delta"]) + f"-{index % 7}",
         "project": rng.choice(projects + [None]),
@@ -97,6 +97,9 @@ def _random_doc(rng: random.Random, index: int, projects: list[str]) -> dict:
         "runtime": rng.choice([{}, {"version": f"1.0.{rng.randint(0, 12)}"}]),
         "last_iteration": rng.randint(0, 100),
     }
+    if index % 5 == 0:
+        del doc["comment"]  # absent, which a projection leaves out, unlike a null
+    return doc
 
 
 QUERIES = [
@@ -117,6 +120,8 @@ QUERIES = [
     {"name": "^(alpha|beta)-[0-3]$", "project": ["p2"], "order_by": ["-created"], "size": 3},
     {"status": ["__$all", "completed", "failed"]},
     {"project": [None], "tags": [None]},
+    {"order_by": ["-created"], "page_size": 30, "only_fields": ["name", "comment", "parent", "tags", "last_update"]},
+    {"status": ["completed"], "order_by": ["name"], "page_size": 9, "only_fields": ["id", "runtime", "last_iteration"]},
 ]
 
 
@@ -134,6 +139,23 @@ def test_get_all_in_sql_matches_the_python_semantics(tmp_path, query):
         docs if query.get("search_hidden") or query.get("id") else [d for d in docs if "hidden" not in d["system_tags"]]
     )
     assert got == run_query(listed, query, tasks_api.SPEC)
+    store.close()
+
+
+def test_a_page_of_plain_fields_is_right_when_a_document_holds_nan(tmp_path):
+    """SQLite takes plain fields out of documents, but a NaN (a diverged metric) is malformed JSON to it."""
+    store = Store(tmp_path / "db.sqlite")
+    docs = [_random_doc(random.Random(index), index, ["p1"]) for index in range(6)]
+    docs[3]["last_metrics"] = {"loss": float("nan")}
+    with store.transaction():
+        for doc in docs:
+            store.put("tasks", doc)
+    query = {"order_by": ["id"], "page_size": 6, "only_fields": ["name", "comment"], "search_hidden": True}
+    with store.read():
+        got = select(store, "tasks", query, tasks_api.SPEC)
+    assert got == [
+        {"id": d["id"], "name": d["name"], **({"comment": d["comment"]} if "comment" in d else {})} for d in docs
+    ]
     store.close()
 
 
