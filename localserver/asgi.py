@@ -9,7 +9,9 @@ Routes, first match wins:
 
 Credentials are checked from the headers before any body is read, so an unauthenticated request costs its
 headers only. Bodies are read with a size limit and a timeout between chunks. Endpoint handlers touch SQLite and
-run in the threadpool, never on the event loop. Internal errors are logged with a traceback and an error id and
+never run on the event loop: read-only ones on the server's one reader thread (readers take turns on the read
+connection anyway, see localserver.store; one thread spares a convoy of many on its lock), the others in the
+threadpool. Internal errors are logged with a traceback and an error id and
 answered 500 with that id only (500 is not among the codes the SDK retries or waits on: 502/503/509/429).
 """
 
