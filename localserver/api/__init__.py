@@ -82,8 +82,12 @@ class Encoded(dict):
 
 class ResultCache:
     """Encoded results of an expensive read, keyed by the request and a version of the data it reads (so an
-    entry is never stale: new data means a new key); least recently used out first beyond ``max_bytes`` (the
-    encoding's size, times 3 for the decoded copy). Results above an eighth of it are not kept."""
+    entry is never stale: new data means a new key); least recently used out first beyond ``max_bytes``. An
+    entry counts 3 times its encoding (for the decoded copy) plus KEY_BYTES, so keys of up to KEY_BYTES can
+    never add up to more (callers do not cache requests with bigger keys). Results above an eighth of
+    ``max_bytes`` are not kept."""
+
+    KEY_BYTES = 1024
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
@@ -98,7 +102,7 @@ class ResultCache:
                 self._entries.move_to_end(key)
                 return found
         result = Encoded(data := compute(), json.dumps(data).encode())
-        size = 3 * len(result.json)
+        size = self._size_of(result)
         if size <= self.max_bytes // 8:
             with self._lock:
                 if key not in self._entries:
@@ -106,8 +110,11 @@ class ResultCache:
                     self._size += size
                 while self._size > self.max_bytes:
                     _, evicted = self._entries.popitem(last=False)
-                    self._size -= 3 * len(evicted.json)
+                    self._size -= self._size_of(evicted)
         return result
+
+    def _size_of(self, result: Encoded) -> int:
+        return 3 * len(result.json) + self.KEY_BYTES
 
 
 def load_services() -> None:

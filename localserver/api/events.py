@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import math
@@ -11,7 +12,7 @@ from datetime import datetime, timezone
 
 from ..errors import bad_request
 from ..store import SCALAR
-from . import Context, endpoint, id_list, require
+from . import Context, ResultCache, endpoint, id_list, require
 from . import tasks as tasks_api
 
 # Points per series of scalar_metrics_iter_histogram: the SDK documents at most 5,000 (get_reported_scalars);
@@ -207,9 +208,13 @@ def scalar_metrics_iter_histogram(ctx: Context, body: dict) -> dict:
         raise bad_request("samples must be a positive integer")
     samples = min(samples, MAX_SAMPLES)
     metrics = _metric_filter(body.get("metrics"))
-    version = ctx.store.events_version(task_id, SCALAR)
-    cache_key = (task_id, version, key, samples, json.dumps(metrics, sort_keys=True))
-    return ctx.server.histograms.get(cache_key, lambda: _histogram(ctx, task_id, key, samples, metrics))
+    compute = functools.partial(_histogram, ctx, task_id, key, samples, metrics)
+    wanted = json.dumps(metrics, sort_keys=True)
+    if len(wanted) > ResultCache.KEY_BYTES // 2:
+        return compute()
+    return ctx.server.histograms.get(
+        (task_id, ctx.store.events_version(task_id, SCALAR), key, samples, wanted), compute
+    )
 
 
 def _histogram(ctx: Context, task_id: str, key: str, samples: int, metrics: dict[str, list[str]] | None) -> dict:
