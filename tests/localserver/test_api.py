@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -172,6 +173,14 @@ def test_cached_scalar_histograms_follow_new_reported_again_and_deleted_events(c
     assert histogram() == {}
     _add_scalars(clearml_server, token, task_id, [(5, 0.1)])
     assert histogram()["loss"]["train"]["x"] == [5]
+    infinite = {"task": task_id, "type": "training_stats_scalar", "metric": "loss", "variant": "train", "iter": 6}
+    response = requests.post(  # Python's json (the SDK's) writes float("inf") as Infinity
+        f"{clearml_server.api_url}/events.add_batch",
+        data=json.dumps({**infinite, "value": float("inf")}),
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.json()["data"]["added"] == 1
+    assert histogram()["loss"]["train"]["y"] == [0.1, float("inf")]  # not null
 
 
 def test_integers_beyond_64_bits_are_refused_and_nothing_is_stored(clearml_server):

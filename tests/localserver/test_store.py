@@ -3,6 +3,7 @@ wait for writers, and client patterns that cannot run away."""
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import sqlite3
@@ -159,15 +160,20 @@ def test_a_page_of_plain_fields_is_right_when_a_document_holds_nan(tmp_path):
     store.close()
 
 
+def encoded(data: dict) -> api.Encoded:
+    return api.Encoded(data, json.dumps(data).encode())
+
+
 def test_the_result_cache_stays_within_its_bytes_whatever_the_requests():
     cache = api.ResultCache(max_bytes=64 * 1024)
     computed = []
     for index in range(1000):  # distinct keys, as a client varying a filter would send
-        cache.get(("task", index), lambda i=index: computed.append(i) or {"x": list(range(i % 50))})
+        cache.get(("task", index), lambda i=index: computed.append(i) or encoded({"x": list(range(i % 50))}))
     assert cache._size <= cache.max_bytes and len(cache._entries) <= cache.max_bytes // cache.KEY_BYTES
-    assert cache.get(("task", 999), lambda: {"x": "recomputed"}) == {"x": list(range(999 % 50))}  # recent: kept
-    assert cache.get(("task", 0), lambda: {"x": "recomputed"}) == {"x": "recomputed"}  # oldest: evicted
-    huge = cache.get("huge", lambda: {"x": "y" * 10_000})  # above an eighth of max_bytes: answered, not kept
+    recomputed = encoded({"x": "recomputed"})
+    assert cache.get(("task", 999), lambda: recomputed) == {"x": list(range(999 % 50))}  # recent: kept
+    assert cache.get(("task", 0), lambda: recomputed) == {"x": "recomputed"}  # oldest: evicted
+    huge = cache.get("huge", lambda: encoded({"x": "y" * 10_000}))  # above an eighth of max_bytes: not kept
     assert huge["x"] == "y" * 10_000 and "huge" not in cache._entries
 
 
