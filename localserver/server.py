@@ -75,7 +75,8 @@ class LocalServer:
         self.auth = TokenAuthority(self.store, self.access_key, self.secret_key, SERVER_VERSION)
         self.login_throttle = LoginThrottle(self.limits.login_failures_per_minute)
         self.histograms = ResultCache(HISTOGRAM_CACHE_BYTES)
-        self.reader = ThreadPoolExecutor(1, thread_name_prefix="localserver-reader")
+        self.reader = ThreadPoolExecutor(1, thread_name_prefix="localserver-reader")  # see localserver.asgi
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="localserver-writer")
         self.files = FileStore(self.data_dir / "files", self.data_dir / "uploads-tmp")
         self._ensure_default_queue()
         self.app = create_app(self, extra_routes)
@@ -118,6 +119,7 @@ class LocalServer:
         self.watchdog.stop()
         self.socket.close()
         self.reader.shutdown()
+        self.writer.shutdown()
         self.store.close()
 
 
