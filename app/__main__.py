@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import gradio as gr
-import torch
 import uvicorn
 from fastapi import FastAPI, Request
 
@@ -32,7 +31,7 @@ from app.rest import RestApi
 from app.review import BY, ReviewQueue
 from app.service import ClassifierService, Guards, Limits
 from app.ui import ClassifierUI
-from classifier.runtime import serving_threads
+from classifier.batching import DEFAULT_MAX_BATCH, InferenceThread
 from loop.settings import DATASET_NAME, DATASET_PROJECT, PRODUCTION_TAG, PROJECT
 
 log = logging.getLogger("app")
@@ -55,7 +54,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--concurrency", type=_at_least(1), default=8, help="requests handled at once")
     parser.add_argument(
-        "--cpu-threads", type=_at_least(0), default=0, help="torch threads per CPU forward (0: CPU cores / concurrency)"
+        "--cpu-threads",
+        type=_at_least(0),
+        default=0,
+        help="torch threads of the one thread that runs every forward (0: torch's default, one per CPU core)",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=_at_least(1),
+        default=DEFAULT_MAX_BATCH,
+        help="images one forward may take from those waiting (concurrent requests are batched, never delayed)",
     )
     parser.add_argument("--poll-interval", type=float, default=30.0, help="seconds between registry checks")
     parser.add_argument("--publish-every-n", type=int, default=20, help="publish at N unpublished items (0: off)")
@@ -159,7 +167,10 @@ def build(args: argparse.Namespace):
         review = ReviewQueue(
             args.data_dir / "review", args.review_size, args.review_max_age_days * 86400, args.review_by
         )
-    service = ClassifierService(holder, store, limits, guards=guards, log=prediction_log, review=review)
+    inference = InferenceThread(args.max_batch, torch_threads=args.cpu_threads or None)
+    service = ClassifierService(
+        holder, store, limits, guards=guards, log=prediction_log, review=review, inference=inference
+    )
     publisher = Publisher(store, args.dataset_project, args.dataset_name, output_uri=args.output_uri)
     auto_publisher = AutoPublisher(publisher, args.publish_every_n, args.publish_every_minutes)
     watcher = RegistryWatcher(holder, args.project, args.model_tag, args.poll_interval)
@@ -302,7 +313,6 @@ def serve(ui, args: argparse.Namespace, prevent_thread_lock: bool = False, quiet
     """Serve `ui` and the REST API as configured by `args`. Blocks until the server stops, or, with
     `prevent_thread_lock=True`, returns (an `AppServer` to `close()`, its local url) once it accepts requests."""
     return_freed_memory()
-    torch.set_num_threads(args.cpu_threads or serving_threads(args.concurrency))
     app, blocks = create_app(ui, args)
     # A stop waits at most 2 s for open connections: Gradio's clients keep a heartbeat stream open.
     config = uvicorn.Config(
