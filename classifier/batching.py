@@ -84,6 +84,10 @@ class InferenceThread:
         futures = [self.submit(predictor, tensor) for tensor in tensors]
         return [future.result() for future in futures]
 
+    def queued(self) -> int:
+        """Images waiting for the inference thread (approximately: others may be adding or taking some)."""
+        return self._queue.qsize()
+
     def batch_sizes(self) -> Counter[int]:
         """How many forwards ran with each batch size so far."""
         with self._lock:
@@ -118,7 +122,7 @@ class InferenceThread:
                 if not job.future.done():
                     job.future.set_exception(failure)
             self._fail_queued(failure)
-            raise
+            return
         self._fail_queued(InferenceStopped("The inference thread is stopped."))
 
     def _take(self) -> list[_Job] | None:
