@@ -223,6 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         serve(ui, args)
     finally:
+        ui.service.inference.close()
         if reporter is not None:
             reporter.close()  # the serving task ends as stopped, with the last figures reported
 
