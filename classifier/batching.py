@@ -64,29 +64,38 @@ class InferenceThread:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._batch_sizes: Counter[int] = Counter()
+        self._waiting = 0  # images queued
+        self._held: list[_Job] | object | None = None  # taken from the queue, first of the next batch
 
     # -- request threads ---------------------------------------------------------------------------------------
 
     def submit(self, predictor: BatchPredictor, tensor: torch.Tensor) -> Future:
         """A future for `predictor`'s probabilities of one `prepare`d image (a tensor without batch dimension)."""
-        future: Future = Future()
+        return self.submit_many(predictor, [tensor])[0]
+
+    def submit_many(self, predictor: BatchPredictor, tensors: Sequence[torch.Tensor]) -> list[Future]:
+        """Futures for the images of one request, queued together (in chunks of `max_batch`), so that the inference
+        thread never starts a forward with only the first of them."""
+        jobs = [_Job(predictor, tensor, Future()) for tensor in tensors]
         with self._lock:  # no job can slip in behind the stop marker and wait forever
             if self._stopped:
                 raise InferenceStopped("The inference thread is stopped.")
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
-            self._queue.put(_Job(predictor, tensor, future))
-        return future
+            for start in range(0, len(jobs), self.max_batch):
+                self._queue.put(jobs[start : start + self.max_batch])
+            self._waiting += len(jobs)
+        return [job.future for job in jobs]
 
     def predict(self, predictor: BatchPredictor, tensors: Sequence[torch.Tensor]) -> list[dict[str, float]]:
-        """Probabilities for each of `tensors`, submitted together so that they can share forwards."""
-        futures = [self.submit(predictor, tensor) for tensor in tensors]
-        return [future.result() for future in futures]
+        """Probabilities for each of `tensors` (one request's images, sharing forwards)."""
+        return [future.result() for future in self.submit_many(predictor, tensors)]
 
     def queued(self) -> int:
-        """Images waiting for the inference thread (approximately: others may be adding or taking some)."""
-        return self._queue.qsize()
+        """Images waiting for the inference thread."""
+        with self._lock:
+            return self._waiting
 
     def batch_sizes(self) -> Counter[int]:
         """How many forwards ran with each batch size so far."""
@@ -126,20 +135,24 @@ class InferenceThread:
         self._fail_queued(InferenceStopped("The inference thread is stopped."))
 
     def _take(self) -> list[_Job] | None:
-        """The next jobs: blocks for the first, then takes only what is already queued. None: stop."""
-        first = self._queue.get()
+        """The next jobs: blocks for the first request, then adds only requests already queued, as long as their
+        images fit in `max_batch` (one that does not is the first of the next batch). None: stop."""
+        first = self._held if self._held is not None else self._queue.get()
+        self._held = None
         if first is _STOP:
             return None
-        jobs = [first]
-        while len(jobs) < self.max_batch:
+        jobs = list(first)
+        while True:
             try:
-                job = self._queue.get_nowait()
+                more = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if job is _STOP:
-                self._queue.put(_STOP)  # honoured after this batch
+            if more is _STOP or len(jobs) + len(more) > self.max_batch:
+                self._held = more  # the stop marker is honoured after this batch
                 break
-            jobs.append(job)
+            jobs.extend(more)
+        with self._lock:
+            self._waiting -= len(jobs)
         return jobs
 
     def _forward(self, jobs: list[_Job]) -> None:
@@ -163,9 +176,13 @@ class InferenceThread:
 
     def _fail_queued(self, exc: Exception) -> None:
         while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if job is not _STOP and job.future.set_running_or_notify_cancel():
-                job.future.set_exception(exc)
+            if self._held is not None:
+                jobs, self._held = self._held, None
+            else:
+                try:
+                    jobs = self._queue.get_nowait()
+                except queue.Empty:
+                    return
+            for job in [] if jobs is _STOP else jobs:
+                if job.future.set_running_or_notify_cancel():
+                    job.future.set_exception(exc)

@@ -113,6 +113,21 @@ def test_a_lone_request_is_not_held_back_and_batches_stay_within_the_maximum():
         inference.close()
 
 
+def test_the_images_of_one_request_share_forwards_of_at_most_the_maximum():
+    inference = InferenceThread(max_batch=3)
+    try:
+        predictor = tiny_predictor(["cat", "dog"])
+        tensors = inputs(predictor, 7)
+        chunks = [tensors[0:3], tensors[3:6], tensors[6:]]
+        direct = [row for chunk in chunks for row in predictor.forward(torch.stack(chunk))]
+        assert inference.predict(predictor, tensors) == direct
+        assert inference.batch_sizes() == {3: 2, 1: 1}
+        assert inference.predict(predictor, tensors[:3]) == predictor.forward(torch.stack(tensors[:3]))
+        assert inference.batch_sizes() == {3: 3, 1: 1}  # never split while the thread was idle
+    finally:
+        inference.close()
+
+
 def test_each_request_keeps_the_model_it_was_submitted_with(inference):
     """A swap while requests wait: the requests made before it and those made after share the thread's next
     turn, yet each is answered by its own model, in one forward per model."""
