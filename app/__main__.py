@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import gradio as gr
+import torch
 import uvicorn
 from fastapi import FastAPI, Request
 
@@ -57,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--cpu-threads",
         type=_at_least(0),
         default=0,
-        help="torch threads of the one thread that runs every forward (0: torch's default, one per CPU core)",
+        help="torch threads of the one thread that runs every forward (0: one per CPU core)",
     )
     parser.add_argument(
         "--max-batch",
@@ -167,7 +168,11 @@ def build(args: argparse.Namespace):
         review = ReviewQueue(
             args.data_dir / "review", args.review_size, args.review_max_age_days * 86400, args.review_by
         )
-    inference = InferenceThread(args.max_batch, torch_threads=args.cpu_threads or None)
+    # Only the inference thread runs torch ops on several threads: a second OpenMP team (made, say, by the thread that
+    # loads a model) made each forward on 2 cores nearly twice as slow (see classifier.batching).
+    torch.set_num_threads(1)
+    inference = InferenceThread(args.max_batch, torch_threads=args.cpu_threads or os.cpu_count())
+    inference.start()
     service = ClassifierService(
         holder, store, limits, guards=guards, log=prediction_log, review=review, inference=inference
     )

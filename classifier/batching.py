@@ -5,11 +5,13 @@ model snapshot) and wait on futures. The inference thread takes whatever is queu
 without ever waiting for more to arrive (so a lone request is not delayed), runs one forward per predictor among
 them and resolves the futures.
 
-Why one thread: torch's CPU kernels run on an OpenMP thread team that belongs to the calling OS thread, and an
-idle team spins for a while before it sleeps. Forwards from many request threads mean many teams, spinning on the
-same cores: on 2 cores a 2-thread forward took 35-46 ms from a server's worker threads against 21 ms from one
-thread. Batching the waiting images also makes each image cheaper (batch 4 on 2 cores: 1.4x the images per second
-of batch 1).
+Why one thread: torch's CPU kernels run on an OpenMP (libgomp) thread team that belongs to the calling OS thread.
+libgomp spin-waits between the parallel regions of a team only while the threads it manages, across all teams, are
+no more than the cores; past that its waits become sleeps and wake-ups. On 2 cores a 2-thread forward took 15 ms on
+a process's only team and 27 ms in a thread whose process had a second team (made by the thread that loaded the
+model), with some 600 context switches per forward. So a server runs its forwards in one thread, and its other
+threads' torch work on one thread each (`start` keeps them to that); batching the waiting images then makes each
+image cheaper too (on 2 cores, batch 2: 1.3x the images per second of batch 1).
 """
 
 from __future__ import annotations
@@ -48,14 +50,14 @@ _STOP = object()
 
 
 class InferenceThread:
-    """Runs the forwards submitted from any thread in one long-lived daemon thread, started on first use.
-
-    `torch_threads`, when given, is set by that thread before its first forward (torch's setting is process-wide);
-    None keeps torch's default, one thread per physical core."""
+    """Runs the forwards submitted from any thread in one long-lived daemon thread, started by `start` or on first
+    use. `torch_threads`: the threads of its forwards (None: torch's default for a new thread)."""
 
     def __init__(self, max_batch: int = DEFAULT_MAX_BATCH, torch_threads: int | None = None, name: str = "inference"):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}.")
+        if torch_threads is not None and torch_threads < 1:
+            raise ValueError(f"torch_threads must be at least 1, got {torch_threads}.")
         self.max_batch = max_batch
         self.torch_threads = torch_threads
         self.name = name
@@ -66,6 +68,25 @@ class InferenceThread:
         self._batch_sizes: Counter[int] = Counter()
         self._waiting = 0  # images queued
         self._held: list[_Job] | object | None = None  # taken from the queue, first of the next batch
+
+    def start(self) -> None:
+        """Start the thread now. Its forwards use `torch_threads`; every other thread keeps its torch threads, and
+        so does torch's default for threads that have not run a torch op yet (call `torch.set_num_threads(1)` first
+        to keep them to one, so that no other thread makes an OpenMP team of its own)."""
+        with self._lock:
+            if self._thread is None and not self._stopped:
+                self._start()
+
+    def _start(self) -> None:
+        ready = threading.Event()
+        default = torch.get_num_threads() if self.torch_threads else None
+        self._thread = threading.Thread(target=self._run, args=(ready,), name=self.name, daemon=True)
+        self._thread.start()
+        ready.wait()
+        if self.torch_threads:
+            # torch.set_num_threads sets the calling thread's threads and the default that a thread takes at its
+            # first torch op: the inference thread has set and taken its own, the default goes back.
+            torch.set_num_threads(default)
 
     # -- request threads ---------------------------------------------------------------------------------------
 
@@ -81,8 +102,7 @@ class InferenceThread:
             if self._stopped:
                 raise InferenceStopped("The inference thread is stopped.")
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-                self._thread.start()
+                self._start()
             for start in range(0, len(jobs), self.max_batch):
                 self._queue.put(jobs[start : start + self.max_batch])
             self._waiting += len(jobs)
@@ -115,11 +135,15 @@ class InferenceThread:
 
     # -- the inference thread ----------------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, ready: threading.Event) -> None:
         jobs: list[_Job] = []
         try:
-            if self.torch_threads:
-                torch.set_num_threads(self.torch_threads)
+            try:
+                if self.torch_threads:
+                    torch.set_num_threads(self.torch_threads)
+                    torch.get_num_threads()  # this thread's first torch call: it takes its threads now, not later
+            finally:
+                ready.set()
             while (jobs := self._take()) is not None:
                 self._forward(jobs)
         except BaseException as exc:  # no caller may wait forever, whatever stopped the thread
