@@ -190,7 +190,7 @@ def test_a_thread_that_dies_fails_the_waiting_requests_instead_of_leaving_them_h
         inference.submit(good, inputs(good, 1)[0])
 
 
-def test_the_inference_thread_runs_with_the_torch_threads_it_is_given():
+def test_the_inference_thread_alone_runs_with_the_torch_threads_it_is_given():
     seen = []
 
     class Recording(Predictor):
@@ -198,12 +198,24 @@ def test_the_inference_thread_runs_with_the_torch_threads_it_is_given():
             seen.append(torch.get_num_threads())
             return super().forward(batch)
 
+    def threads_of_a_new_thread() -> int:
+        found = []
+        thread = threading.Thread(target=lambda: found.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        return found[0]
+
     before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the app does: other threads use one
     recording = Recording(tiny_predictor(["cat", "dog"]).checkpoint)
-    inference = InferenceThread(torch_threads=1)
+    inference = InferenceThread(torch_threads=2)
     try:
+        inference.start()
+        assert torch.get_num_threads() == 1 and threads_of_a_new_thread() == 1  # the others keep theirs
         inference.predict(recording, inputs(recording, 1))
-        assert seen == [1]
+        assert seen == [2]
     finally:
         inference.close()
-        torch.set_num_threads(before)  # torch's setting is process-wide
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError):
+        InferenceThread(torch_threads=0)
