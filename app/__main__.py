@@ -8,7 +8,6 @@ APP_USERNAME and APP_PASSWORD in the environment puts the UI and its API behind 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import ipaddress
 import logging
 import os
@@ -36,7 +35,6 @@ from classifier.batching import DEFAULT_MAX_BATCH, InferenceThread
 from loop.settings import DATASET_NAME, DATASET_PROJECT, PRODUCTION_TAG, PROJECT
 
 log = logging.getLogger("app")
-_M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -303,22 +301,9 @@ def _rest_client(request: Request, username: str | None) -> str:
     return client_id(username, request.client.host if request.client else None)
 
 
-def return_freed_memory() -> None:
-    """Have glibc serve large allocations (4 MiB and up: image buffers, not a forward's activations) from mmap,
-    so a decode's freed pixels go back to the system. By default glibc raises that threshold after the first free
-    of such a block, and each request thread's arena keeps the memory of the largest image it decoded: four
-    hostile uploads took the app ~1.5x past the decode budget (+762 MiB for 512), +437 MiB with this."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc
-        return
-    libc.mallopt(_M_MMAP_THRESHOLD, 4 << 20)
-
-
 def serve(ui, args: argparse.Namespace, prevent_thread_lock: bool = False, quiet: bool = False):
     """Serve `ui` and the REST API as configured by `args`. Blocks until the server stops, or, with
     `prevent_thread_lock=True`, returns (an `AppServer` to `close()`, its local url) once it accepts requests."""
-    return_freed_memory()
     app, blocks = create_app(ui, args)
     # A stop waits at most 2 s for open connections: Gradio's clients keep a heartbeat stream open.
     config = uvicorn.Config(
