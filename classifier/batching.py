@@ -10,8 +10,8 @@ libgomp spin-waits between the parallel regions of a team only while the threads
 no more than the cores; past that its waits become sleeps and wake-ups. On 2 cores a 2-thread forward took 15 ms on
 a process's only team and 27 ms in a thread whose process had a second team (made by the thread that loaded the
 model), with some 600 context switches per forward. So a server runs its forwards in one thread, and its other
-threads' torch work on one thread each (`start` keeps them to that); batching the waiting images then makes each
-image cheaper too (on 2 cores, batch 2: 1.3x the images per second of batch 1).
+threads' torch work on one thread each (see `start`). Batching the waiting images makes each image cheaper too: 8
+threads decoding and submitting JPEGs on 2 cores got 77 images/s through batches against 39 one by one.
 """
 
 from __future__ import annotations
