@@ -185,7 +185,7 @@ class RestApi:
 
         return router
 
-    def user(self, credentials: HTTPBasicCredentials | None = Depends(_BASIC)) -> str | None:  # noqa: B008
+    async def user(self, credentials: HTTPBasicCredentials | None = Depends(_BASIC)) -> str | None:  # noqa: B008
         """The signed-in user (HTTP Basic), None when no login is configured; 401 otherwise."""
         if self.login is None:
             return None
