@@ -8,7 +8,6 @@ APP_USERNAME and APP_PASSWORD in the environment puts the UI and its API behind 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import ipaddress
 import logging
 import os
@@ -32,11 +31,10 @@ from app.rest import RestApi
 from app.review import BY, ReviewQueue
 from app.service import ClassifierService, Guards, Limits
 from app.ui import ClassifierUI
-from classifier.runtime import serving_threads
+from classifier.batching import DEFAULT_MAX_BATCH, InferenceThread
 from loop.settings import DATASET_NAME, DATASET_PROJECT, PRODUCTION_TAG, PROJECT
 
 log = logging.getLogger("app")
-_M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,7 +53,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--concurrency", type=_at_least(1), default=8, help="requests handled at once")
     parser.add_argument(
-        "--cpu-threads", type=_at_least(0), default=0, help="torch threads per CPU forward (0: CPU cores / concurrency)"
+        "--cpu-threads",
+        type=_at_least(0),
+        default=0,
+        help="torch threads of the one thread that runs every forward (0: one per CPU core)",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=_at_least(1),
+        default=DEFAULT_MAX_BATCH,
+        help="images one forward may take from those waiting (concurrent requests are batched, never delayed)",
     )
     parser.add_argument("--poll-interval", type=float, default=30.0, help="seconds between registry checks")
     parser.add_argument("--publish-every-n", type=int, default=20, help="publish at N unpublished items (0: off)")
@@ -159,7 +166,14 @@ def build(args: argparse.Namespace):
         review = ReviewQueue(
             args.data_dir / "review", args.review_size, args.review_max_age_days * 86400, args.review_by
         )
-    service = ClassifierService(holder, store, limits, guards=guards, log=prediction_log, review=review)
+    # Only the inference thread runs torch ops on several threads: a second OpenMP team (made, say, by the thread that
+    # loads a model) made each forward on 2 cores nearly twice as slow (see classifier.batching).
+    torch.set_num_threads(1)
+    inference = InferenceThread(args.max_batch, torch_threads=args.cpu_threads or os.cpu_count())
+    inference.start()
+    service = ClassifierService(
+        holder, store, limits, guards=guards, log=prediction_log, review=review, inference=inference
+    )
     publisher = Publisher(store, args.dataset_project, args.dataset_name, output_uri=args.output_uri)
     auto_publisher = AutoPublisher(publisher, args.publish_every_n, args.publish_every_minutes)
     watcher = RegistryWatcher(holder, args.project, args.model_tag, args.poll_interval)
@@ -212,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         serve(ui, args)
     finally:
+        ui.service.inference.close()
         if reporter is not None:
             reporter.close()  # the serving task ends as stopped, with the last figures reported
 
@@ -286,23 +301,9 @@ def _rest_client(request: Request, username: str | None) -> str:
     return client_id(username, request.client.host if request.client else None)
 
 
-def return_freed_memory() -> None:
-    """Have glibc serve large allocations (4 MiB and up: image buffers, not a forward's activations) from mmap,
-    so a decode's freed pixels go back to the system. By default glibc raises that threshold after the first free
-    of such a block, and each request thread's arena keeps the memory of the largest image it decoded: four
-    hostile uploads took the app ~1.5x past the decode budget (+762 MiB for 512), +437 MiB with this."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc
-        return
-    libc.mallopt(_M_MMAP_THRESHOLD, 4 << 20)
-
-
 def serve(ui, args: argparse.Namespace, prevent_thread_lock: bool = False, quiet: bool = False):
     """Serve `ui` and the REST API as configured by `args`. Blocks until the server stops, or, with
     `prevent_thread_lock=True`, returns (an `AppServer` to `close()`, its local url) once it accepts requests."""
-    return_freed_memory()
-    torch.set_num_threads(args.cpu_threads or serving_threads(args.concurrency))
     app, blocks = create_app(ui, args)
     # A stop waits at most 2 s for open connections: Gradio's clients keep a heartbeat stream open.
     config = uvicorn.Config(

@@ -6,7 +6,7 @@
   optionally the `prediction_id` the label answers -> what was stored
 - `GET /api/v1/model`: the model being served; `GET /api/v1/quality`: its live figures; `GET /healthz`
 Same validation and limits as the UI (the same `ClassifierService`); errors are JSON `{"detail": message}` with
-400 (bad image), 413 (too large), 422 (bad label), 429 (a rate or label limit), 503 (no model yet, busy).
+400 (bad image), 413 (too large), 422 (bad label), 429 (a rate or label limit), 503 (no model yet, busy, stopping).
 When a login is configured, every route but `/healthz` takes it as HTTP Basic credentials.
 """
 
@@ -28,6 +28,7 @@ from app.labels import InvalidLabel
 from app.model_holder import NoModelYet
 from app.quality import to_json
 from app.service import ClassifierService, Prediction
+from classifier.batching import InferenceStopped
 from classifier.images import InvalidImage
 
 _BASIC = HTTPBasic(auto_error=False)
@@ -128,6 +129,7 @@ class RestApi:
         app.add_exception_handler(InvalidImage, _error(400))
         app.add_exception_handler(InvalidLabel, _error(422))
         app.add_exception_handler(NoModelYet, _error(503))
+        app.add_exception_handler(InferenceStopped, _error(503))
         app.add_exception_handler(Refused, lambda request, exc: JSONResponse({"detail": str(exc)}, exc.status))
 
     def router(self) -> APIRouter:
@@ -183,7 +185,7 @@ class RestApi:
 
         return router
 
-    def user(self, credentials: HTTPBasicCredentials | None = Depends(_BASIC)) -> str | None:  # noqa: B008
+    async def user(self, credentials: HTTPBasicCredentials | None = Depends(_BASIC)) -> str | None:  # noqa: B008
         """The signed-in user (HTTP Basic), None when no login is configured; 401 otherwise."""
         if self.login is None:
             return None

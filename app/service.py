@@ -13,14 +13,16 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import torch
 from PIL import Image
 
 from app.feedback_store import AddResult, FeedbackStore
 from app.guard import LabelPolicy, MemoryBudget, RateLimiter, Refused
 from app.labels import normalize_label
-from app.model_holder import ModelHolder
+from app.model_holder import ModelHolder, ServedModel
 from app.quality import PredictionLog
 from app.review import ReviewItem, ReviewQueue
+from classifier.batching import InferenceThread
 from classifier.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -79,6 +81,7 @@ class ClassifierService:
         guards: Guards | None = None,
         log: PredictionLog | None = None,
         review: ReviewQueue | None = None,
+        inference: InferenceThread | None = None,
     ):
         self.holder = holder
         self.store = store
@@ -86,6 +89,7 @@ class ClassifierService:
         self.guards = guards or Guards()
         self.log = log
         self.review = review  # None: uploads are not kept (no consent)
+        self.inference = inference or InferenceThread()  # runs every forward, batching concurrent requests
         self.budget = MemoryBudget(limits.decode_budget_bytes)
         self._recent: OrderedDict[int, Prediction] = OrderedDict()  # by log id, for feedback that names one
         self._recent_lock = threading.Lock()
@@ -98,17 +102,20 @@ class ClassifierService:
         return finish_decode(self._open(data))
 
     def predict(self, data: bytes, client: str | None = None) -> Prediction:
-        return self.predict_with_preview(data, client)[0]
+        return self.predict_many([data], client)[0]
 
     def predict_with_preview(self, data: bytes, client: str | None = None) -> tuple[Prediction, Image.Image]:
         """The prediction for `data` and the image as the model sees it, at most PREVIEW_SIDE pixels a side."""
-        started = time.perf_counter()
-        opened = self._open(data)
-        return self._predict_opened(data, opened, started, client)
+        return self._predict([data], client, previews=True)[0]
 
     def predict_many(self, uploads: list[bytes], client: str | None = None) -> list[Prediction]:
         """Predictions for several images of one request; the request's images are bounded in number and in
         pixels together, and each is checked before any is decoded."""
+        return [prediction for prediction, _ in self._predict(uploads, client, previews=False)]
+
+    def _predict(
+        self, uploads: list[bytes], client: str | None, previews: bool
+    ) -> list[tuple[Prediction, Image.Image | None]]:
         if not uploads:
             raise InvalidImage("No image was sent.")
         if len(uploads) > self.limits.max_images:
@@ -120,8 +127,17 @@ class ClassifierService:
             raise InvalidImage(
                 f"The images have {pixels:,} pixels together; the limit is {self.limits.max_request_pixels:,}."
             )
+        served = self.holder.require()  # the request's snapshot: a swap from here on does not change its model
+        tensors, shown = [], []
+        for image in opened:
+            tensor, preview = self._prepare(served, image)
+            tensors.append(tensor)
+            shown.append(preview if previews else None)
+        # Submitted together, so the request's images share forwards (with those of concurrent requests, too).
+        rows = self.inference.predict(served.predictor, tensors)
         return [
-            self._predict_opened(data, image, started, client)[0] for data, image in zip(uploads, opened, strict=True)
+            (self._record(served, data, image, probabilities, started, client), preview)
+            for data, image, probabilities, preview in zip(uploads, opened, rows, shown, strict=True)
         ]
 
     def _open(self, data: bytes) -> Image.Image:
@@ -129,14 +145,24 @@ class ClassifierService:
             data, max_bytes=self.limits.max_bytes, max_pixels=self.limits.max_pixels, min_side=self.limits.min_side
         )
 
-    def _predict_opened(
-        self, data: bytes, opened: Image.Image, started: float, client: str | None
-    ) -> tuple[Prediction, Image.Image]:
-        served = self.holder.require()
+    def _prepare(self, served: ServedModel, opened: Image.Image) -> tuple[torch.Tensor, Image.Image]:
+        """The model input for `opened` and its preview, decoded under the memory budget: the reservation ends
+        once the full-size pixels are released (the input tensor and the preview are small)."""
         with self.budget.reserve(decode_bytes(opened)):
             image = finish_decode(opened)  # releases the source pixels of `opened` once converted
-            probabilities = served.predictor.predict(image)
+            tensor = served.predictor.prepare(image)
             image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))  # in place: the full-size pixels are released here
+        return tensor, image
+
+    def _record(
+        self,
+        served: ServedModel,
+        data: bytes,
+        opened: Image.Image,
+        probabilities: dict[str, float],
+        started: float,
+        client: str | None,
+    ) -> Prediction:
         probabilities = {name: float(p) for name, p in probabilities.items()}
         sha256 = sha256_bytes(data)
         prediction_id = None
@@ -161,7 +187,7 @@ class ClassifierService:
                 image_format=opened.format,
                 extension=_EXTENSIONS[opened.format],
             )
-        return prediction, image
+        return prediction
 
     def _remember(self, prediction: Prediction) -> None:
         if prediction.id is None:

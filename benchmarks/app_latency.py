@@ -150,13 +150,12 @@ def latency(args, checkpoint: Path, url: str, work: Path) -> None:
     image_path.write_bytes(data)
     predictor = Predictor(Checkpoint.load(checkpoint))
     image = decode_image(data)
-    tensor = predictor.transform(image).unsqueeze(0)
+    batch = predictor.prepare(image).unsqueeze(0)
     client = Client(url, verbose=False)
     direct = QueueProtocolClient(url)
 
     def forward_only():
-        with torch.inference_mode():
-            predictor.model(tensor)
+        predictor.forward(batch)
 
     # Each variant returns the latency the app reports (decode + predict inside the app) or None.
     variants = {

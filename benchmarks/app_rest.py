@@ -7,7 +7,8 @@
    process (decode + preprocess + forward, as `Predictor.predict` does it), same image, same run.
    Goal: REST / bare <= 1.2 (medians).
 2. Throughput: 8 concurrent REST clients for `--seconds` vs. the bare model's best batched throughput
-   (batches of 1, 2, 4, 8, 16 of the decoded image, preprocessing included). Goal: >= 0.7.
+   (batches of 1, 2, 4, 8, 16 of the decoded image, preprocessing included). Goal: >= 0.7. Also printed: the same
+   clients against a second app started with `--max-batch 1` (every forward one image): what batching brings.
 3. Memory: 4 concurrent 6000x6000 float TIFFs (225 KiB each): the app process's peak RSS (psutil) over its
    RSS before, against the decode budget (`--decode-memory-mb`).
 
@@ -179,6 +180,13 @@ def main() -> None:
             print(f"Throughput (img/s): bare {shown}")
             print(f"  REST, {args.clients} concurrent clients: {rest:.1f} img/s")
             print(f"  ratio REST / best bare (batch {best_batch}): {rest / bare[best_batch]:.2f}  (goal >= 0.7)")
+            unbatched, unbatched_url = start_app(checkpoint, work / "unbatched", [*extra, "--max-batch", "1"])
+            try:
+                single = rest_throughput(unbatched_url, data, args.clients, args.seconds)
+            finally:
+                unbatched.kill()
+                unbatched.wait()
+            print(f"  REST, {args.clients} concurrent clients, app --max-batch 1: {single:.1f} img/s")
 
             size, before, peak, statuses = hostile_memory(url, process.pid)
             print(

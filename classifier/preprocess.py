@@ -1,7 +1,9 @@
 """Image transforms and the file-backed dataset used for training, evaluation and embedding.
 
 `eval_transform` is the one place that defines inference preprocessing: validation, the embedding pass and
-`Predictor` all use it, so a served model sees exactly what it was validated on.
+`Predictor` all use it, so a served model sees exactly what it was validated on. It is `eval_resize` (PIL work:
+an image to a uint8 tensor at the model's size) followed by `normalise` (tensor work, also on a whole batch), so a
+server can resize in its request threads and normalise a batch where it runs the forward.
 """
 
 from __future__ import annotations
@@ -21,11 +23,21 @@ from classifier.images import InvalidImage, decode_image
 
 
 def _to_normalised_tensor(mean: Sequence[float], std: Sequence[float]) -> list:
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return [v2.ToImage(), *normalise(mean, std).transforms]
+
+
+def eval_resize(size: int) -> v2.Compose:
+    """A PIL image -> its uint8 (3, size, size) tensor; the resize is PIL's, so it runs no torch kernel."""
+    return v2.Compose([v2.Resize((size, size), antialias=True), v2.ToImage()])
+
+
+def normalise(mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+    """uint8 image tensors (one, or a batch) -> normalised float32."""
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
 
 
 def eval_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
-    return v2.Compose([v2.Resize((size, size), antialias=True), *_to_normalised_tensor(mean, std)])
+    return v2.Compose([*eval_resize(size).transforms, *normalise(mean, std).transforms])
 
 
 def train_transform(

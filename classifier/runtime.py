@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 
@@ -28,10 +27,3 @@ def autocast(device: torch.device, enabled: bool = True):
 
 def amp_dtype() -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def serving_threads(concurrency: int, cores: int | None = None) -> int:
-    """Intra-op threads for each CPU forward when up to `concurrency` requests are served at once: the cores are
-    split between them. Measured on 2 cores (EfficientNet-Lite0, batch 1): a forward with 2 threads took 21 ms
-    on the main thread but 35-46 ms on a server's worker thread; with 1 thread, 23 ms on either."""
-    return max(1, (cores or os.cpu_count() or 1) // max(1, concurrency))

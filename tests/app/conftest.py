@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from app_testing import UPLOAD_LIMIT_MB, launch, served
 
 from app.__main__ import build, parse_args
@@ -10,6 +11,14 @@ from classifier.checkpoint import Checkpoint
 from classifier.data import scan_folder
 from classifier.synthetic import make_image_folder
 from classifier.train import TrainConfig, train
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """`build` keeps the threads that start torch work later to one torch thread each: not beyond the test."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,10 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from app.__main__ import parse_args, serve
+from app.__main__ import build, parse_args, serve
+from app.model_holder import ServedModel
 from classifier.images import InvalidImage, sha256_bytes
-from classifier.runtime import serving_threads
+from classifier.predict import Predictor
 from classifier.synthetic import make_image
 from devstack.processes import free_port
 
@@ -211,23 +212,44 @@ def test_exif_orientation_is_applied_before_classifying(local_app):
     assert ui.service.decode(_exif_rotated_jpeg()).size == (48, 96)
 
 
-def test_serving_sets_torch_threads_from_the_options(local_app):
-    """`serve` (what `python -m app` runs) gives each concurrent forward its share of the cores, or what
-    --cpu-threads says."""
-    ui, _ = local_app
-    assert torch.get_num_threads() == serving_threads(8)
+class RecordingPredictor(Predictor):
+    """Records the batch size and torch threads of each forward it runs."""
+
+    def __init__(self, checkpoint):
+        super().__init__(checkpoint)
+        self.forwards: list[tuple[int, int]] = []
+
+    def forward(self, batch):
+        self.forwards.append((len(batch), torch.get_num_threads()))
+        return super().forward(batch)
+
+
+def test_forwards_run_with_the_torch_threads_and_batch_size_the_options_say(tmp_path, checkpoints):
+    args = parse_args(
+        ["--data-dir", str(tmp_path), "--port", str(free_port()), "--cpu-threads", "1", "--max-batch", "4"]
+    )
+    ui, _, _ = build(args)
+    recording = RecordingPredictor(checkpoints["two"])
+    ui.service.holder.swap(ServedModel("recording", "recording", recording, checkpoints["two"]))
     before = torch.get_num_threads()
-    args = parse_args(["--port", str(free_port()), "--concurrency", "2", "--cpu-threads", "3"])
     demo, url = serve(ui, args, prevent_thread_lock=True, quiet=True)
     try:
-        assert torch.get_num_threads() == 3
-        assert httpx.get(url).status_code == 200
+        files = [("files", (f"{i}.png", image_bytes("cat", 800 + i), "image/png")) for i in range(6)]
+        response = httpx.post(f"{url}api/v1/predict", files=files)
+        assert response.status_code == 200, response.text
+        assert len(response.json()["predictions"]) == 6
+        assert sum(size for size, _ in recording.forwards) == 6
+        assert {threads for _, threads in recording.forwards} == {1}
+        assert max(size for size, _ in recording.forwards) <= 4
     finally:
         demo.close()
-        torch.set_num_threads(before)
+        ui.service.inference.close()
+        torch.set_num_threads(before)  # torch's setting is process-wide
 
 
-@pytest.mark.parametrize("option", [["--concurrency", "0"], ["--cpu-threads", "-1"], ["--concurrency", "x"]])
+@pytest.mark.parametrize(
+    "option", [["--concurrency", "0"], ["--cpu-threads", "-1"], ["--max-batch", "0"], ["--concurrency", "x"]]
+)
 def test_serving_options_out_of_range_are_refused(option, capsys):
     with pytest.raises(SystemExit):
         parse_args(option)

@@ -10,26 +10,27 @@ from app_testing import image_bytes, served
 from app.feedback_store import FeedbackStore
 from app.model_holder import ModelHolder
 from app.service import ClassifierService
+from classifier.predict import Predictor
 
 
-class GatedPredictor:
-    """A real predictor that holds each call at a gate, so a test can swap models while the call is inside."""
+class GatedPredictor(Predictor):
+    """A real predictor that holds each request at a gate while it prepares its image (after the request took its
+    model snapshot, before the forward), so a test can swap models while the request is inside."""
 
-    def __init__(self, inner):
-        self.inner = inner
-        self.classes = inner.classes
+    def __init__(self, checkpoint):
+        super().__init__(checkpoint)
         self.inside = threading.Event()
         self.gate = threading.Event()
 
-    def predict(self, image):
+    def prepare(self, image):
         self.inside.set()
         assert self.gate.wait(10)
-        return self.inner.predict(image)
+        return super().prepare(image)
 
 
 def test_request_in_flight_finishes_on_the_old_model(tmp_path, checkpoints):
     old = served(checkpoints["two"], "old")
-    gated = GatedPredictor(old.predictor)
+    gated = GatedPredictor(old.checkpoint)
     holder = ModelHolder()
     holder.swap(type(old)(old.model_id, old.name, gated, old.checkpoint))
     service = ClassifierService(holder, FeedbackStore(tmp_path))

@@ -6,7 +6,6 @@ from PIL import Image
 from classifier.evaluate import evaluate_checkpoint
 from classifier.images import decode_image
 from classifier.predict import Predictor
-from classifier.runtime import serving_threads
 from classifier.synthetic import make_image
 
 
@@ -40,11 +39,3 @@ def test_predictor_is_thread_safe_and_accepts_any_mode(full_result):
     assert set(predictor.predict(grey)) == {"cat", "dog"}
     assert predictor.predict_batch([]) == []
     assert set(predictor.predict(Image.new("RGBA", (50, 90)))) == {"cat", "dog"}
-
-
-@pytest.mark.parametrize(
-    ("concurrency", "cores", "threads"),
-    [(8, 2, 1), (8, 16, 2), (1, 16, 16), (4, 16, 4), (3, 2, 1), (0, 4, 4)],
-)
-def test_serving_threads_split_the_cores_between_concurrent_requests(concurrency, cores, threads):
-    assert serving_threads(concurrency, cores=cores) == threads

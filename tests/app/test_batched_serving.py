@@ -1,0 +1,77 @@
+"""Concurrent REST requests share the forwards of the app's one inference thread, with the results of a direct one."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+from app_testing import image_bytes, launch, served
+
+from app.__main__ import build, parse_args
+from app.model_holder import ServedModel
+from classifier.predict import Predictor
+
+
+class FirstForwardHeld(Predictor):
+    """Holds its first forward until `gate` opens; records the batch size of every forward."""
+
+    def __init__(self, checkpoint):
+        super().__init__(checkpoint)
+        self.inside = threading.Event()
+        self.gate = threading.Event()
+        self.batches: list[int] = []
+
+    def forward(self, batch):
+        self.batches.append(len(batch))
+        self.inside.set()
+        assert self.gate.wait(30)
+        return super().forward(batch)
+
+
+def test_concurrent_requests_are_batched_and_answered_as_by_the_bare_model(tmp_path, checkpoints):
+    args = parse_args(["--data-dir", str(tmp_path / "feedback")])
+    ui, _, _ = build(args)
+    held = FirstForwardHeld(checkpoints["two"])
+    ui.service.holder.swap(ServedModel("held", "held", held, checkpoints["two"]))
+    bare = served(checkpoints["two"], "bare").predictor
+    payloads = [image_bytes(("cat", "dog")[i % 2], 900 + i) for i in range(6)]
+    demo, url = launch(ui)
+    answers: dict[int, dict] = {}
+
+    def client(index: int) -> None:
+        response = httpx.post(f"{url}api/v1/predict", content=payloads[index], timeout=60)
+        answers[index] = response.json()["predictions"][0]
+
+    try:
+        first = threading.Thread(target=client, args=(0,))
+        first.start()
+        assert held.inside.wait(30)
+        others = [threading.Thread(target=client, args=(i,)) for i in range(1, len(payloads))]
+        for thread in others:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while ui.service.inference.queued() < len(others):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        held.gate.set()
+        for thread in [first, *others]:
+            thread.join(60)
+    finally:
+        held.gate.set()
+        demo.close()
+        ui.service.inference.close()
+
+    assert held.batches == [1, len(others)]  # 6 requests, 2 forwards
+    for index, data in enumerate(payloads):
+        expected = bare.predict(ui.service.decode(data))
+        assert answers[index]["probabilities"] == pytest.approx(expected, abs=1e-5)
+        assert answers[index]["model_id"] == "held"
+
+
+def test_a_stopped_inference_thread_answers_503_at_once(local_app):
+    ui, url = local_app
+    ui.service.inference.close()
+    response = httpx.post(f"{url}api/v1/predict", content=image_bytes("cat", 950), timeout=30)
+    assert response.status_code == 503 and "stopped" in response.json()["detail"]
