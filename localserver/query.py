@@ -351,9 +351,13 @@ def project(doc: dict, only_fields) -> dict:
     return projection(only_fields)(doc)
 
 
+def _field_names(only_fields) -> list[str]:
+    return [f for f in _as_list(only_fields) if isinstance(f, str) and f]
+
+
 def projection(only_fields) -> Callable[[dict], dict]:
     """:func:`project` with ``only_fields`` parsed once, for applying to many documents."""
-    fields = [f for f in _as_list(only_fields) if isinstance(f, str) and f]
+    fields = _field_names(only_fields)
     if not fields:
         return lambda doc: doc
     if all(f.startswith("-") for f in fields):
@@ -603,7 +607,7 @@ PLAIN_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 def _plain_fields(only_fields) -> tuple[str, ...]:
     """``only_fields`` when they are all plain top-level names the store can take out of documents, else ()."""
-    fields = [f for f in _as_list(only_fields) if isinstance(f, str) and f]
+    fields = _field_names(only_fields)
     if fields and all(PLAIN_FIELD.fullmatch(f) for f in fields):
         return tuple(f for f in fields if f != "id")
     return ()

@@ -132,19 +132,20 @@ class Store:
         """Documents matching a WHERE clause over the query columns (built by localserver.query). With ``fields``
         (plain top-level names), the documents may come back with only ``id`` and those of them they hold, taken
         out by SQLite instead of decoding whole documents in Python (a tenth of the decoding for a task list)."""
-        sql = f"SELECT doc{', json_extract(doc, ?' + ', ?' * len(fields) + ')' if fields else ''} FROM {entity}"
+        rows = f"FROM {entity}"
         if where:
-            sql += f" WHERE {where}"
-        sql += f" ORDER BY {order_by + ', ' if order_by else ''}rowid"
+            rows += f" WHERE {where}"
+        rows += f" ORDER BY {order_by + ', ' if order_by else ''}rowid"
         if limit is not None:
-            sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
+            rows += f" LIMIT {int(limit)} OFFSET {int(offset)}"
         if fields:
             paths = ["$.id", *(f"$.{name}" for name in fields)]
+            sql = f"SELECT doc, json_extract(doc, {', '.join('?' * len(paths))}) {rows}"
             try:
                 return [_fields(row, ("id", *fields)) for row in self._conn.execute(sql, [*paths, *params])]
             except sqlite3.OperationalError:  # NaN (a diverged metric) is JSON to Python, malformed to SQLite
-                sql = sql.replace(", json_extract(doc, ?" + ", ?" * len(fields) + ")", "", 1)
-        return [loads(row[0]) for row in self._conn.execute(sql, list(params))]
+                pass
+        return [loads(row[0]) for row in self._conn.execute(f"SELECT doc {rows}", list(params))]
 
     def column_rows(self, entity: str, columns: Sequence[str], where: str, params: Sequence, order_by: str) -> list:
         """``(rowid, *column values)`` of the matching rows, without decoding documents."""
