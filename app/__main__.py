@@ -31,7 +31,7 @@ from app.rest import RestApi
 from app.review import BY, ReviewQueue
 from app.service import ClassifierService, Guards, Limits
 from app.ui import ClassifierUI
-from classifier.batching import DEFAULT_MAX_BATCH, InferenceThread
+from classifier.batching import DEFAULT_MAX_BATCH, InferenceWorkers
 from loop.settings import DATASET_NAME, DATASET_PROJECT, PRODUCTION_TAG, PROJECT
 
 log = logging.getLogger("app")
@@ -56,7 +56,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--cpu-threads",
         type=_at_least(0),
         default=0,
-        help="torch threads of the one thread that runs every forward (0: one per CPU core)",
+        help="torch threads of a forward run for a lone image while no other runs (0: one per CPU core)",
+    )
+    parser.add_argument(
+        "--cpu-workers",
+        type=_at_least(0),
+        default=os.cpu_count() or 1,
+        help="one-thread workers that share the images when several wait (0: the lone-image worker takes them all)",
     )
     parser.add_argument(
         "--max-batch",
@@ -166,10 +172,12 @@ def build(args: argparse.Namespace):
         review = ReviewQueue(
             args.data_dir / "review", args.review_size, args.review_max_age_days * 86400, args.review_by
         )
-    # Only the inference thread runs torch ops on several threads: a second OpenMP team (made, say, by the thread that
-    # loads a model) made each forward on 2 cores nearly twice as slow (see classifier.batching).
+    # Only the wide inference worker runs torch ops on several threads: a second OpenMP team (made, say, by the thread
+    # that loads a model) made each forward on 2 cores nearly twice as slow (see classifier.batching).
     torch.set_num_threads(1)
-    inference = InferenceThread(args.max_batch, torch_threads=args.cpu_threads or os.cpu_count())
+    inference = InferenceWorkers(
+        args.max_batch, torch_threads=args.cpu_threads or os.cpu_count(), single_thread_workers=args.cpu_workers
+    )
     inference.start()
     service = ClassifierService(
         holder, store, limits, guards=guards, log=prediction_log, review=review, inference=inference

@@ -22,7 +22,7 @@ from app.labels import normalize_label
 from app.model_holder import ModelHolder, ServedModel
 from app.quality import PredictionLog
 from app.review import ReviewItem, ReviewQueue
-from classifier.batching import InferenceThread
+from classifier.batching import InferenceWorkers
 from classifier.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -81,7 +81,7 @@ class ClassifierService:
         guards: Guards | None = None,
         log: PredictionLog | None = None,
         review: ReviewQueue | None = None,
-        inference: InferenceThread | None = None,
+        inference: InferenceWorkers | None = None,
     ):
         self.holder = holder
         self.store = store
@@ -89,7 +89,7 @@ class ClassifierService:
         self.guards = guards or Guards()
         self.log = log
         self.review = review  # None: uploads are not kept (no consent)
-        self.inference = inference or InferenceThread()  # runs every forward, batching concurrent requests
+        self.inference = inference or InferenceWorkers()  # run every forward, batching concurrent requests
         self.budget = MemoryBudget(limits.decode_budget_bytes)
         self._recent: OrderedDict[int, Prediction] = OrderedDict()  # by log id, for feedback that names one
         self._recent_lock = threading.Lock()

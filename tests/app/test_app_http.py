@@ -248,7 +248,14 @@ def test_forwards_run_with_the_torch_threads_and_batch_size_the_options_say(tmp_
 
 
 @pytest.mark.parametrize(
-    "option", [["--concurrency", "0"], ["--cpu-threads", "-1"], ["--max-batch", "0"], ["--concurrency", "x"]]
+    "option",
+    [
+        ["--concurrency", "0"],
+        ["--cpu-threads", "-1"],
+        ["--cpu-workers", "-1"],
+        ["--max-batch", "0"],
+        ["--concurrency", "x"],
+    ],
 )
 def test_serving_options_out_of_range_are_refused(option, capsys):
     with pytest.raises(SystemExit):

@@ -1,4 +1,4 @@
-"""Concurrent REST requests share the forwards of the app's one inference thread, with the results of a direct one."""
+"""Concurrent REST requests share the forwards of the app's inference workers, with the results of a direct one."""
 
 from __future__ import annotations
 
@@ -30,8 +30,9 @@ class FirstForwardHeld(Predictor):
         return super().forward(batch)
 
 
-def test_concurrent_requests_are_batched_and_answered_as_by_the_bare_model(tmp_path, checkpoints):
-    args = parse_args(["--data-dir", str(tmp_path / "feedback")])
+@pytest.mark.parametrize("cpu_workers", [0, 2])
+def test_concurrent_requests_are_batched_and_answered_as_by_the_bare_model(tmp_path, checkpoints, cpu_workers):
+    args = parse_args(["--data-dir", str(tmp_path / "feedback"), "--cpu-workers", str(cpu_workers)])
     ui, _, _ = build(args)
     held = FirstForwardHeld(checkpoints["two"])
     ui.service.holder.swap(ServedModel("held", "held", held, checkpoints["two"]))
@@ -63,7 +64,10 @@ def test_concurrent_requests_are_batched_and_answered_as_by_the_bare_model(tmp_p
         demo.close()
         ui.service.inference.close()
 
-    assert held.batches == [1, len(others)]  # 6 requests, 2 forwards
+    if cpu_workers == 0:
+        assert held.batches == [1, len(others)]  # 6 requests, 2 forwards
+    else:  # the lone first on all threads, then the 5 waiting shared by the 2 one-thread workers: 3, 1, 1
+        assert held.batches[0] == 1 and max(held.batches[1:]) == 3 and sum(held.batches) == 6
     for index, data in enumerate(payloads):
         expected = bare.predict(ui.service.decode(data))
         assert answers[index]["probabilities"] == pytest.approx(expected, abs=1e-5)

@@ -1,4 +1,7 @@
-"""The inference thread: concurrent requests share forwards, each on its own model, and nothing waits forever."""
+"""The inference workers: concurrent requests share forwards, each on its own model, and nothing waits forever.
+
+Most tests run the wide worker alone (`single_thread_workers=0`), whose turns are deterministic; the last ones
+cover how the one-thread workers share what waits."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import time
 import pytest
 import torch
 
-from classifier.batching import InferenceStopped, InferenceThread
+from classifier.batching import InferenceStopped, InferenceWorkers
 from classifier.checkpoint import Checkpoint
 from classifier.model import build_model
 from classifier.predict import Predictor
@@ -52,12 +55,12 @@ def inputs(predictor: Predictor, count: int, first: int = 0) -> list[torch.Tenso
 
 @pytest.fixture
 def inference():
-    worker = InferenceThread(max_batch=16)
+    worker = InferenceWorkers(max_batch=16)
     yield worker
     worker.close()
 
 
-def hold(inference: InferenceThread) -> GatedPredictor:
+def hold(inference: InferenceWorkers) -> GatedPredictor:
     """Keep the inference thread busy in a forward until the returned predictor's gate is set."""
     gated = GatedPredictor(tiny_predictor(["a", "b"]).checkpoint)
     inference.submit(gated, inputs(gated, 1)[0])
@@ -65,7 +68,7 @@ def hold(inference: InferenceThread) -> GatedPredictor:
     return gated
 
 
-def wait_until_queued(inference: InferenceThread, count: int) -> None:
+def wait_until_queued(inference: InferenceWorkers, count: int) -> None:
     deadline = time.monotonic() + 30
     while inference.queued() < count:
         assert time.monotonic() < deadline, f"{inference.queued()} of {count} requests queued"
@@ -97,7 +100,7 @@ def test_concurrent_requests_share_one_forward_with_the_results_of_a_direct_one(
 
 
 def test_a_lone_request_is_not_held_back_and_batches_stay_within_the_maximum():
-    inference = InferenceThread(max_batch=3)
+    inference = InferenceWorkers(max_batch=3)
     try:
         predictor = tiny_predictor(["cat", "dog"])
         assert inference.predict(predictor, inputs(predictor, 1)) == predictor.predict_batch(
@@ -114,7 +117,7 @@ def test_a_lone_request_is_not_held_back_and_batches_stay_within_the_maximum():
 
 
 def test_the_images_of_one_request_share_forwards_of_at_most_the_maximum():
-    inference = InferenceThread(max_batch=3)
+    inference = InferenceWorkers(max_batch=3)
     try:
         predictor = tiny_predictor(["cat", "dog"])
         tensors = inputs(predictor, 7)
@@ -158,7 +161,7 @@ def test_a_failing_forward_reaches_only_its_callers(inference):
 
 
 def test_close_finishes_what_is_queued_and_refuses_what_comes_later():
-    inference = InferenceThread()
+    inference = InferenceWorkers()
     predictor = tiny_predictor(["cat", "dog"])
     gated = hold(inference)
     queued = inference.submit(predictor, inputs(predictor, 1)[0])
@@ -171,11 +174,11 @@ def test_close_finishes_what_is_queued_and_refuses_what_comes_later():
     with pytest.raises(InferenceStopped):
         inference.submit(predictor, inputs(predictor, 1)[0])
     inference.close()  # again: nothing to do
-    InferenceThread().close()  # never started
+    InferenceWorkers().close()  # never started
 
 
 def test_a_thread_that_dies_fails_the_waiting_requests_instead_of_leaving_them_hanging():
-    inference = InferenceThread()
+    inference = InferenceWorkers()
     good = tiny_predictor(["cat", "dog"])
     dying = BrokenPredictor(good.checkpoint, SystemExit("killed"))
     gated = hold(inference)
@@ -190,14 +193,52 @@ def test_a_thread_that_dies_fails_the_waiting_requests_instead_of_leaving_them_h
         inference.submit(good, inputs(good, 1)[0])
 
 
-def test_the_inference_thread_alone_runs_with_the_torch_threads_it_is_given():
-    seen = []
+class Recording(Predictor):
+    """Records each forward (batch size, torch threads, worker) and which workers were inside a forward each time one
+    entered; each forward waits for a permit (`release`)."""
 
-    class Recording(Predictor):
-        def forward(self, batch):
-            seen.append(torch.get_num_threads())
+    def __init__(self, checkpoint: Checkpoint):
+        super().__init__(checkpoint)
+        self.permits = threading.Semaphore(0)
+        self.forwards: list[tuple[int, int, str]] = []
+        self.overlaps: list[tuple[str, ...]] = []
+        self._inside: list[str] = []
+        self._lock = threading.Lock()
+
+    def release(self, forwards: int = 1_000_000) -> None:
+        self.permits.release(forwards)
+
+    def forward(self, batch):
+        worker = threading.current_thread().name
+        with self._lock:
+            self.forwards.append((len(batch), torch.get_num_threads(), worker))
+            self._inside.append(worker)
+            self.overlaps.append(tuple(self._inside))
+        try:
+            assert self.permits.acquire(timeout=30)
             return super().forward(batch)
+        finally:
+            with self._lock:
+                self._inside.remove(worker)
 
+    def wait_for_forwards(self, count: int) -> None:
+        deadline = time.monotonic() + 30
+        while len(self.forwards) < count:
+            assert time.monotonic() < deadline, f"{len(self.forwards)} of {count} forwards started"
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def workers():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the app does: other threads use one
+    pool = InferenceWorkers(max_batch=16, torch_threads=2, single_thread_workers=2)
+    yield pool
+    pool.close()
+    torch.set_num_threads(before)
+
+
+def test_the_workers_alone_run_with_the_torch_threads_they_are_given(workers):
     def threads_of_a_new_thread() -> int:
         found = []
         thread = threading.Thread(target=lambda: found.append(torch.get_num_threads()))
@@ -205,17 +246,74 @@ def test_the_inference_thread_alone_runs_with_the_torch_threads_it_is_given():
         thread.join()
         return found[0]
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the app does: other threads use one
-    recording = Recording(tiny_predictor(["cat", "dog"]).checkpoint)
-    inference = InferenceThread(torch_threads=2)
-    try:
-        inference.start()
-        assert torch.get_num_threads() == 1 and threads_of_a_new_thread() == 1  # the others keep theirs
-        inference.predict(recording, inputs(recording, 1))
-        assert seen == [2]
-    finally:
-        inference.close()
-        torch.set_num_threads(before)
+    workers.start()
+    assert torch.get_num_threads() == 1 and threads_of_a_new_thread() == 1  # the others keep theirs
     with pytest.raises(ValueError):
-        InferenceThread(torch_threads=0)
+        InferenceWorkers(torch_threads=0)
+    with pytest.raises(ValueError):
+        InferenceWorkers(single_thread_workers=-1)
+
+
+def test_a_lone_image_runs_on_the_wide_worker_and_waiting_ones_are_shared_by_the_others(workers):
+    recording = Recording(tiny_predictor(["cat", "dog"]).checkpoint)
+    lone = workers.submit(recording, inputs(recording, 1)[0])
+    recording.wait_for_forwards(1)
+    assert recording.forwards == [(1, 2, "inference-wide")]  # all its threads
+
+    tensors = inputs(recording, 6, first=1)
+    futures = [workers.submit(recording, tensor) for tensor in tensors]  # one request each, while the wide runs
+    wait_until_queued(workers, 6)
+    time.sleep(0.1)
+    assert len(recording.forwards) == 1  # nothing runs beside the wide worker
+    recording.release(1)
+    recording.wait_for_forwards(3)
+    # Each one-thread worker took its share of what waited: the first half of the 6, the second half of the rest.
+    shared = recording.forwards[1:]
+    assert sorted((size, threads) for size, threads, _ in shared) == [(2, 1), (3, 1)]
+    assert {worker for _, _, worker in shared} == {"inference-0", "inference-1"}
+    assert workers.queued() == 1
+    recording.release()
+    results = [future.result(30) for future in futures]
+    assert len(lone.result(30)) == 2 and sum(size for size, _, _ in recording.forwards) == 7
+    for got, tensor in zip(results, tensors, strict=True):
+        assert got == pytest.approx(recording.forward(tensor.unsqueeze(0))[0], abs=1e-5)
+
+
+def test_a_lone_image_beside_a_running_forward_takes_a_one_thread_worker(workers):
+    recording = Recording(tiny_predictor(["cat", "dog"]).checkpoint)
+    first = workers.submit_many(recording, inputs(recording, 2))  # two wait: one for each one-thread worker
+    recording.wait_for_forwards(2)
+    lone = workers.submit(recording, inputs(recording, 1, first=2)[0])
+    time.sleep(0.1)
+    assert workers.queued() == 1  # both one-thread workers are busy, and the wide one never runs beside them
+    recording.release(1)  # one of them comes free while the other still runs: it takes the lone image
+    recording.wait_for_forwards(3)
+    recording.release()
+    for future in [*first, lone]:
+        assert len(future.result(30)) == 2
+    assert [(size, threads) for size, threads, _ in recording.forwards] == [(1, 1)] * 3
+    assert "inference-wide" not in {worker for _, _, worker in recording.forwards}
+
+
+def test_the_wide_worker_never_runs_beside_another_forward(workers):
+    recording = Recording(tiny_predictor(["cat", "dog"]).checkpoint)
+    recording.release()
+    tensors = inputs(recording, 3)
+    sizes = [1 + (index + round_number) % 3 for index in range(6) for round_number in range(15)]
+
+    def client(index: int) -> None:
+        for round_number in range(15):
+            time.sleep(0.001 * ((index + round_number) % 3))
+            rows = workers.predict(recording, tensors[: 1 + (index + round_number) % 3])
+            assert all(len(row) == 2 for row in rows)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert sum(size for size, _, _ in recording.forwards) == sum(sizes)
+    for inside in recording.overlaps:
+        assert len(inside) <= 2
+        assert "inference-wide" not in inside or inside == ("inference-wide",)
