@@ -2,24 +2,30 @@
 
     python benchmarks/app_rest.py                          # EfficientNet-Lite0, 224 px, CPU
     python benchmarks/app_rest.py --runs 100 --seconds 20
+    python benchmarks/app_rest.py --client httpx           # clients on httpx instead of http.client
 
-1. Latency, batch 1: `POST /api/v1/predict` (raw JPEG body, plain httpx client) vs. a bare forward in this
-   process (decode + preprocess + forward, as `Predictor.predict` does it), same image, same run.
-   Goal: REST / bare <= 1.2 (medians).
-2. Throughput: 8 concurrent REST clients for `--seconds` vs. the bare model's best batched throughput
-   (batches of 1, 2, 4, 8, 16 of the decoded image, preprocessing included), in `--rounds` alternating rounds;
-   the median of the rounds' ratios. Goal: >= 0.7. Also printed: the same
-   clients against a second app started with `--max-batch 1` (every forward one image): what batching brings.
+1. Latency, batch 1: `POST /api/v1/predict` (raw JPEG body, plain `http.client` on a kept-alive connection) vs. a
+   bare forward in this process (decode + preprocess + forward, as `Predictor.predict` does it), same image, same
+   run. Goal: REST / bare <= 1.2 (medians).
+2. Throughput: 8 concurrent REST clients (threads of this process, each with its own connection) for `--seconds` vs.
+   the bare model's best batched throughput, `predict_batch` on the decoded image (preprocessing included), the
+   best of two arrangements: one caller with torch's threads, batches of 1, 2, 4, 8, 16; and one caller per core
+   with one torch thread each (as the app's workers run), batches of 1, 2, 4. In `--rounds` alternating rounds
+   of bare then REST; the ratio is the median of the rounds' ratios. Goal: >= 0.7. Also printed: the same
+   clients against the app with `--max-batch 1` (every forward one image: what batching brings) and with
+   `--cpu-workers 0` (every forward on all cores: what the one-thread workers bring).
 3. Memory: 4 concurrent 6000x6000 float TIFFs (225 KiB each): the app process's peak RSS (psutil) over its
    RSS before, against the decode budget (`--decode-memory-mb`).
 
 The app runs in a subprocess built as `python -m app` builds it (`benchmarks/app_latency.py --serve`), serving
-the checkpoint directly; no ClearML server is involved.
+the checkpoint directly; no ClearML server is involved. The clients share the machine's cores with the app.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
 import statistics
 import subprocess
@@ -28,6 +34,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
@@ -63,28 +70,83 @@ def start_app(checkpoint: Path, data_dir: Path, extra: list[str]) -> tuple[subpr
         time.sleep(0.3)
 
 
-def bare_throughput(predictor, image: Image.Image, seconds: float) -> dict[int, float]:
+def bare_throughput(predictor, image: Image.Image, seconds: float) -> dict[str, float]:
+    """Images/s of `predictor.predict_batch` for each arrangement (see the module's docstring), `seconds` in all."""
+    cores = os.cpu_count() or 1
+    arrangements = [(batch, 1) for batch in (1, 2, 4, 8, 16)] + [(batch, cores) for batch in (1, 2, 4)]
     results = {}
-    for batch in (1, 2, 4, 8, 16):
-        images = [image] * batch
-        predictor.predict_batch(images)
-        done, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds / 5:
-            predictor.predict_batch(images)
-            done += batch
-        results[batch] = done / (time.perf_counter() - started)
+    for batch, callers in arrangements:
+        window = seconds / len(arrangements)
+        if callers == 1:
+            results[f"b{batch}"] = _predict_for(predictor, [image] * batch, window)
+        else:
+            results[f"b{batch} x{callers} one-thread callers"] = _one_thread_callers(
+                predictor, [image] * batch, window, callers
+            )
     return results
 
 
-def rest_throughput(url: str, data: bytes, clients: int, seconds: float) -> float:
+def _one_thread_callers(predictor, images: list[Image.Image], seconds: float, callers: int) -> float:
+    rates = [0.0] * callers
+
+    def caller(index: int) -> None:
+        torch.set_num_threads(1)  # this thread's own threads: it has run no torch op before
+        rates[index] = _predict_for(predictor, images, seconds)
+
+    threads = [threading.Thread(target=caller, args=(index,)) for index in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(rates)
+
+
+def _predict_for(predictor, images: list[Image.Image], seconds: float) -> float:
+    predictor.predict_batch(images)
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        predictor.predict_batch(images)
+        done += len(images)
+    return done / (time.perf_counter() - started)
+
+
+class HttpClient:
+    """`POST /api/v1/predict` with `http.client` on one kept-alive connection (`kind="http.client"`), or httpx."""
+
+    def __init__(self, url: str, kind: str):
+        self.kind = kind
+        parts = urlsplit(url)
+        if kind == "httpx":
+            self._httpx = httpx.Client(base_url=url, timeout=60)
+        else:
+            self._connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+
+    def predict(self, data: bytes) -> dict:
+        if self.kind == "httpx":
+            return self._httpx.post("api/v1/predict", content=data).raise_for_status().json()
+        self._connection.request("POST", "/api/v1/predict", body=data, headers={"Content-Type": "image/jpeg"})
+        response = self._connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"POST /api/v1/predict: {response.status} {body[:200]!r}")
+        return json.loads(body)
+
+    def close(self) -> None:
+        (self._httpx if self.kind == "httpx" else self._connection).close()
+
+
+def rest_throughput(url: str, data: bytes, clients: int, seconds: float, kind: str) -> float:
     done = [0] * clients
     stop = time.monotonic() + seconds
 
     def client(index: int) -> None:
-        with httpx.Client(timeout=60) as http:
+        http_client = HttpClient(url, kind)
+        try:
             while time.monotonic() < stop:
-                http.post(url + "api/v1/predict", content=data).raise_for_status()
+                http_client.predict(data)
                 done[index] += 1
+        finally:
+            http_client.close()
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     started = time.perf_counter()
@@ -132,6 +194,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="of each throughput measurement")
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (bare, then REST)")
     parser.add_argument("--decode-memory-mb", type=float, default=512.0)
+    parser.add_argument("--client", choices=["http.client", "httpx"], default="http.client")
     args = parser.parse_args()
 
     from classifier.checkpoint import Checkpoint
@@ -148,14 +211,10 @@ def main() -> None:
         try:
             data = _photo_like_jpeg(0)
             predictor = Predictor(Checkpoint.load(checkpoint))
-            http = httpx.Client(timeout=60)
+            client = HttpClient(url, args.client)
             variants = {
                 "bare": lambda: predictor.predict(decode_image(data)),
-                "rest": lambda: inside.append(
-                    http.post(url + "api/v1/predict", content=data)
-                    .raise_for_status()
-                    .json()["predictions"][0]["latency_ms"]
-                ),
+                "rest": lambda: inside.append(client.predict(data)["predictions"][0]["latency_ms"]),
             }
             inside: list[float] = []
             samples: dict[str, list[float]] = {name: [] for name in variants}
@@ -167,8 +226,9 @@ def main() -> None:
                         call()
                         if index >= WARMUP:
                             samples[name].append((time.perf_counter() - started) * 1000)
+            client.close()
             median = {name: statistics.median(values) for name, values in samples.items()}
-            print(f"Latency, batch 1, {args.runs} runs each (500x375 JPEG, decode included in both)")
+            print(f"Latency, batch 1, {args.runs} runs each (500x375 JPEG, decode included in both; {args.client})")
             print(f"  bare model        median {median['bare']:6.1f} ms")
             print(f"  POST /api/v1/predict median {median['rest']:6.1f} ms")
             print(f"    inside the app   median {statistics.median(inside):6.1f} ms (decode + forward + logging)")
@@ -179,22 +239,23 @@ def main() -> None:
             print(f"Throughput (img/s), {args.rounds} rounds of bare then REST (drifts in machine load hit both alike)")
             for round_number in range(1, args.rounds + 1):
                 bare = bare_throughput(predictor, image, args.seconds)
-                best_batch = max(bare, key=bare.get)
-                rest = rest_throughput(url, data, args.clients, args.seconds)
-                ratios.append(rest / bare[best_batch])
-                shown = ", ".join(f"b{b} {rate:.1f}" for b, rate in bare.items())
+                best = max(bare, key=bare.get)
+                rest = rest_throughput(url, data, args.clients, args.seconds, args.client)
+                ratios.append(rest / bare[best])
+                print(f"  round {round_number}: bare " + ", ".join(f"{name} {rate:.1f}" for name, rate in bare.items()))
                 print(
-                    f"  round {round_number}: bare {shown}; REST, {args.clients} concurrent clients: {rest:.1f}; "
-                    f"ratio to best bare (batch {best_batch}): {ratios[-1]:.2f}"
+                    f"    REST, {args.clients} concurrent clients: {rest:.1f}; ratio to the best bare ({best}): "
+                    f"{ratios[-1]:.2f}"
                 )
             print(f"  ratio REST / best bare, median of the rounds: {statistics.median(ratios):.2f}  (goal >= 0.7)")
-            unbatched, unbatched_url = start_app(checkpoint, work / "unbatched", [*extra, "--max-batch", "1"])
-            try:
-                single = rest_throughput(unbatched_url, data, args.clients, args.seconds)
-            finally:
-                unbatched.kill()
-                unbatched.wait()
-            print(f"  REST, {args.clients} concurrent clients, app --max-batch 1: {single:.1f} img/s")
+            for option in (["--max-batch", "1"], ["--cpu-workers", "0"]):
+                other, other_url = start_app(checkpoint, work / option[0].strip("-"), [*extra, *option])
+                try:
+                    rate = rest_throughput(other_url, data, args.clients, args.seconds, args.client)
+                finally:
+                    other.kill()
+                    other.wait()
+                print(f"  REST, {args.clients} concurrent clients, app {' '.join(option)}: {rate:.1f} img/s")
 
             size, before, peak, statuses = hostile_memory(url, process.pid)
             print(

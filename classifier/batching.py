@@ -162,7 +162,7 @@ class InferenceWorkers:
             try:
                 if threads:
                     torch.set_num_threads(threads)
-                    torch.get_num_threads()  # this thread's first torch call: it takes its threads now, not later
+                torch.get_num_threads()  # this thread's first torch call: it takes its threads now, not later
             finally:
                 ready.set()
             while (jobs := self._take(wide)) is not None:
