@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import httpx
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from app.__main__ import build, parse_args, serve
+from app.__main__ import GIL_SWITCH_INTERVAL_S, build, parse_args, serve
 from app.model_holder import ServedModel
 from classifier.images import InvalidImage, sha256_bytes
 from classifier.predict import Predictor
@@ -228,10 +230,10 @@ def test_forwards_run_with_the_torch_threads_and_batch_size_the_options_say(tmp_
     args = parse_args(
         ["--data-dir", str(tmp_path), "--port", str(free_port()), "--cpu-threads", "1", "--max-batch", "4"]
     )
+    before, switch_before = torch.get_num_threads(), sys.getswitchinterval()
     ui, _, _ = build(args)
     recording = RecordingPredictor(checkpoints["two"])
     ui.service.holder.swap(ServedModel("recording", "recording", recording, checkpoints["two"]))
-    before = torch.get_num_threads()
     demo, url = serve(ui, args, prevent_thread_lock=True, quiet=True)
     try:
         files = [("files", (f"{i}.png", image_bytes("cat", 800 + i), "image/png")) for i in range(6)]
@@ -240,11 +242,13 @@ def test_forwards_run_with_the_torch_threads_and_batch_size_the_options_say(tmp_
         assert len(response.json()["predictions"]) == 6
         assert sum(size for size, _ in recording.forwards) == 6
         assert {threads for _, threads in recording.forwards} == {1}
+        assert sys.getswitchinterval() == GIL_SWITCH_INTERVAL_S  # the workers get the GIL back soon after each op
         assert max(size for size, _ in recording.forwards) <= 4
     finally:
         demo.close()
         ui.service.inference.close()
-        torch.set_num_threads(before)  # torch's setting is process-wide
+        torch.set_num_threads(before)  # torch's setting and the switch interval are process-wide
+        sys.setswitchinterval(switch_before)
 
 
 @pytest.mark.parametrize(
