@@ -74,7 +74,7 @@ def test_concurrent_requests_are_batched_and_answered_as_by_the_bare_model(tmp_p
         assert answers[index]["model_id"] == "held"
 
 
-def test_a_stopped_inference_thread_answers_503_at_once(local_app):
+def test_stopped_inference_workers_answer_503_at_once(local_app):
     ui, url = local_app
     ui.service.inference.close()
     response = httpx.post(f"{url}api/v1/predict", content=image_bytes("cat", 950), timeout=30)

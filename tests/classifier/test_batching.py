@@ -61,7 +61,7 @@ def inference():
 
 
 def hold(inference: InferenceWorkers) -> GatedPredictor:
-    """Keep the inference thread busy in a forward until the returned predictor's gate is set."""
+    """Keep the wide worker (these tests' only one) busy in a forward until the returned predictor's gate is set."""
     gated = GatedPredictor(tiny_predictor(["a", "b"]).checkpoint)
     inference.submit(gated, inputs(gated, 1)[0])
     assert gated.inside.wait(30)
