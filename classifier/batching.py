@@ -217,7 +217,7 @@ class InferenceWorkers:
         if waiting == 1 and not self._narrow_running:
             return 0  # a lone image while nothing runs: the wide worker's
         # Its share of what waits, as if every worker were taking some: the rest is left for the workers that come
-        # free next, so that all keep busy with small batches (2 cores, 8 clients: 70 images/s against 67 for
+        # free next, so that all keep busy with small batches (2 cores, 8 clients: 72 images/s against 67 for
         # taking all that waits, whose turns alternated between one big batch and lone images).
         return min(math.ceil(waiting / self.single_thread_workers), self.max_batch)
 
