@@ -293,6 +293,20 @@ class Store:
             "DELETE FROM queue_entries WHERE queue = ? AND task = ?", (queue_id, task_id)
         ).rowcount
 
+    def move_queue_entry(self, queue_id: str, index: int, position: int) -> None:
+        """Move the entry at `index` of `queue_id`'s order to `position` (both in range): the entries in between
+        shift by one; the rows keep their ``seq``s, which are the order, and take each other's task."""
+        rows = self._conn.execute(
+            "SELECT seq, task, added FROM queue_entries WHERE queue = ? ORDER BY seq", (queue_id,)
+        ).fetchall()
+        entries = [(task, added) for _, task, added in rows]
+        entries.insert(position, entries.pop(index))
+        changed = range(min(index, position), max(index, position) + 1)
+        self._conn.executemany(
+            "UPDATE queue_entries SET task = ?, added = ? WHERE seq = ?",
+            [(*entries[slot], rows[slot][0]) for slot in changed],
+        )
+
     def pop_queue_entry(self, queue_id: str) -> dict | None:
         row = self._conn.execute(
             "SELECT seq, task, added FROM queue_entries WHERE queue = ? ORDER BY seq LIMIT 1", (queue_id,)

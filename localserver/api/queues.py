@@ -136,6 +136,45 @@ def remove_task_endpoint(ctx: Context, body: dict) -> dict:
     return {"removed": remove_task(ctx, get_queue(ctx, require(body, "queue"))["id"], require(body, "task"))}
 
 
+def _move(ctx: Context, body: dict, position_of) -> dict:
+    """Move a pending task within its queue to `position_of(index, count, last)`, clamped to the queue;
+    ``position`` in the answer is its new 0-based place."""
+    queue_id = get_queue(ctx, require(body, "queue"))["id"]
+    task_id = require(body, "task")
+    count = body.get("count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise bad_request(f"count must be a positive integer, not {count!r}")
+    entries = ctx.store.queue_entries(queue_id)
+    index = next((i for i, entry in enumerate(entries) if entry["task"] == task_id), None)
+    if index is None:
+        raise bad_request(f"task {task_id} is not in queue {queue_id}")
+    last = len(entries) - 1
+    position = max(0, min(position_of(index, count, last), last))
+    if position != index:
+        ctx.store.move_queue_entry(queue_id, index, position)
+    return {"position": position}
+
+
+@endpoint("queues.move_task_forward")
+def move_task_forward(ctx: Context, body: dict) -> dict:
+    return _move(ctx, body, lambda index, count, last: index - count)
+
+
+@endpoint("queues.move_task_backward")
+def move_task_backward(ctx: Context, body: dict) -> dict:
+    return _move(ctx, body, lambda index, count, last: index + count)
+
+
+@endpoint("queues.move_task_to_front")
+def move_task_to_front(ctx: Context, body: dict) -> dict:
+    return _move(ctx, body, lambda index, count, last: 0)
+
+
+@endpoint("queues.move_task_to_back")
+def move_task_to_back(ctx: Context, body: dict) -> dict:
+    return _move(ctx, body, lambda index, count, last: last)
+
+
 @endpoint("queues.peek_task", read_only=True)
 def peek_task(ctx: Context, body: dict) -> dict:
     entries = ctx.store.queue_entries(get_queue(ctx, require(body, "queue"))["id"])

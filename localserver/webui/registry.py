@@ -381,6 +381,23 @@ def queue_remove(view: View):
     return view.redirect("/workers-and-queues")
 
 
+QUEUE_MOVES = {
+    "front": "queues.move_task_to_front",
+    "forward": "queues.move_task_forward",
+    "backward": "queues.move_task_backward",
+    "back": "queues.move_task_to_back",
+}
+
+
+def queue_move(view: View):
+    """Reorder a pending task within its queue (the ``queues.move_task_*`` calls)."""
+    task_id = text_field(view.form, "task", "Task")
+    move = choice(text_field(view.form, "to", "Move"), QUEUE_MOVES, None, "move")
+    queue = view.api("queues.get_by_id", {"queue": view.path["queue"]})["queue"]
+    view.api(QUEUE_MOVES[move], {"queue": queue["id"], "task": task_id})
+    return view.redirect(f"/workers-and-queues#queue-{queue['name']}")
+
+
 # the loop
 def loop_names(view: View) -> dict:
     names = {}
@@ -497,6 +514,7 @@ def routes(ui: WebUI) -> list[Route]:
         Route("/workers-and-queues", ui.page(orchestration_page)),
         Route("/workers-and-queues/{tab:path}", ui.page(orchestration_page)),
         Route("/queues/{queue}/remove", ui.page(queue_remove), methods=["POST"]),
+        Route("/queues/{queue}/move", ui.page(queue_move), methods=["POST"]),
         Route("/loop", ui.page(loop_page)),
         Route("/_ui/files/{path:path}", ui.page(file_proxy)),
     ]

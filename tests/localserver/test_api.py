@@ -220,6 +220,42 @@ def test_concurrent_get_next_task_hands_out_each_task_once(clearml_server):
     assert ok(clearml_server, "queues.get_num_entries", token, queue=queue_id)["num"] == 0
 
 
+def test_pending_tasks_move_within_their_queue_and_bad_moves_change_nothing(clearml_server):
+    token = login(clearml_server)
+    queue_id = ok(clearml_server, "queues.create", token, name=f"order-{uuid.uuid4().hex[:6]}")["id"]
+    other = ok(clearml_server, "queues.create", token, name=f"other-{uuid.uuid4().hex[:6]}")["id"]
+    a, b, c, d = (ok(clearml_server, "tasks.create", token, name=name, type="training")["id"] for name in "abcd")
+    for task_id in (a, b, c, d):
+        ok(clearml_server, "tasks.enqueue", token, task=task_id, queue=queue_id)
+    lone = ok(clearml_server, "tasks.create", token, name="lone", type="training")["id"]
+    ok(clearml_server, "tasks.enqueue", token, task=lone, queue=other)
+
+    def order() -> list[str]:
+        return [
+            entry["task"] for entry in ok(clearml_server, "queues.get_by_id", token, queue=queue_id)["queue"]["entries"]
+        ]
+
+    def move(action: str, task_id: str, **extra) -> int:
+        return ok(clearml_server, f"queues.{action}", token, queue=queue_id, task=task_id, **extra)["position"]
+
+    assert move("move_task_to_front", c) == 0 and order() == [c, a, b, d]
+    assert move("move_task_backward", c, count=2) == 2 and order() == [a, b, c, d]
+    assert move("move_task_forward", d) == 2 and order() == [a, b, d, c]
+    assert move("move_task_to_back", a) == 3 and order() == [b, d, c, a]
+    assert move("move_task_forward", b, count=10) == 0 and order() == [b, d, c, a]  # clamped: already first
+    assert move("move_task_backward", c, count=10) == 3 and order() == [b, d, a, c]
+
+    for bad in ({"task": lone}, {"task": a, "count": 0}, {"task": a, "count": "2"}, {"task": a, "count": True}):
+        response = call(clearml_server, "queues.move_task_forward", token, queue=queue_id, **bad)
+        assert response.status_code == 400, bad
+    assert order() == [b, d, a, c]
+    assert [
+        entry["task"] for entry in ok(clearml_server, "queues.get_by_id", token, queue=other)["queue"]["entries"]
+    ] == [lone]
+    popped = [ok(clearml_server, "queues.get_next_task", token, queue=queue_id)["entry"]["task"] for _ in range(4)]
+    assert popped == [b, d, a, c]  # agents take them in the new order
+
+
 def test_a_catastrophic_pattern_is_refused_without_stalling_other_clients(clearml_server):
     token = login(clearml_server)
     project = ok(clearml_server, "projects.create", token, name=f"redos-{uuid.uuid4().hex[:6]}")["id"]

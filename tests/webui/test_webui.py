@@ -162,6 +162,33 @@ def test_clone_edit_and_enqueue_a_draft(ui):
     assert ui.call("queues.get_by_id", {"queue": queue})["queue"]["entries"] == []
 
 
+def test_pending_tasks_are_reordered_from_the_queues_page(ui):
+    queue = ui.call("queues.create", {"name": "cpu"})["id"]
+    first, second, third = (make_task(ui, name) for name in ("first", "second", "third"))
+    for task_id in (first, second, third):
+        ui.call("tasks.enqueue", {"task": task_id, "queue": queue})
+    csrf = ui.sign_in()
+
+    def order() -> list[str]:
+        return [entry["task"] for entry in ui.call("queues.get_by_id", {"queue": queue})["queue"]["entries"]]
+
+    page = ui.http.get("/workers-and-queues")
+    assert page.text.count('action="/queues/' + queue + '/move"') == 3 * 4
+    response = ui.http.post(f"/queues/{queue}/move", data={"csrf": csrf, "task": third, "to": "front"})
+    assert response.status_code == 303 and response.headers["location"] == "/workers-and-queues#queue-cpu"
+    assert order() == [third, first, second]
+    ui.http.post(f"/queues/{queue}/move", data={"csrf": csrf, "task": third, "to": "backward"})
+    assert order() == [first, third, second]
+
+    response = ui.http.post(f"/queues/{queue}/move", data={"csrf": csrf, "task": third, "to": "sideways"})
+    assert response.status_code == 400 and "Unknown move" in error_message(response)
+    outside = make_task(ui, "outside")
+    response = ui.http.post(f"/queues/{queue}/move", data={"csrf": csrf, "task": outside, "to": "front"})
+    assert response.status_code == 400 and "is not in queue" in error_message(response)
+    assert ui.http.post(f"/queues/{queue}/move", data={"task": third, "to": "front"}).status_code == 403  # no CSRF
+    assert order() == [first, third, second]
+
+
 def test_wrong_state_shows_the_api_error_and_changes_nothing(ui):
     task_id = make_task(ui, status="completed")
     csrf = ui.sign_in()

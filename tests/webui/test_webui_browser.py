@@ -235,3 +235,20 @@ def test_signed_out_redirect_and_forged_csrf_are_refused(clearml_server, live_ui
     page.click("#clone-form button")
     expect(page.locator("#error-message")).to_contain_text("CSRF")
     assert len(api().tasks.get_all(parent=draft.id)) == 0
+
+
+def test_a_pending_task_is_moved_to_the_front_of_its_queue(clearml_server, live_ui, browser_page):
+    page, client = browser_page, api()
+    queue = f"order-{uuid.uuid4().hex[:6]}"
+    queue_id = client.queues.create(name=queue).id
+    tasks = [client.tasks.create(name=f"{queue} {name}", type="training").id for name in ("first", "second")]
+    for task_id in tasks:
+        client.tasks.enqueue(task=task_id, queue=queue_id)
+
+    sign_in(page, live_ui, "/workers-and-queues")
+    rows = page.locator(f"[id='queue-{queue}'] + table tbody tr")
+    expect(rows.nth(0)).to_contain_text(f"{queue} first")
+    expect(rows.nth(0).get_by_role("button", name="To the front")).to_be_disabled()
+    rows.nth(1).get_by_role("button", name="To the front").click()
+    expect(rows.nth(0)).to_contain_text(f"{queue} second")
+    assert [entry.task for entry in client.queues.get_by_id(queue=queue_id).entries] == tasks[::-1]
