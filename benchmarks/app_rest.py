@@ -12,9 +12,9 @@
    caller with torch's threads, batches of 1, 2, 4, 8, 16 (the goal's reference). Also measured: one caller per
    core with one torch thread each (as the app's workers run), batches of 1, 2, 4; the best of all arrangements
    is a stricter reference, printed beside. In `--rounds` alternating rounds of bare then REST; each ratio is the
-   median of the rounds' ratios. Goal: >= 0.7. Also printed: the same
-   clients against the app with `--max-batch 1` (every forward one image: what batching brings) and with
-   `--cpu-workers 0` (every forward on all cores: what the one-thread workers bring).
+   median of the rounds' ratios. Goal: >= 0.7. Also printed: the same clients against the app with `--max-batch 1`
+   (every forward one image: what batching brings) and with `--cpu-workers 0` (every forward on all cores: what
+   the one-thread workers bring).
 3. Memory: 4 concurrent 6000x6000 float TIFFs (225 KiB each): the app process's peak RSS (psutil) over its
    RSS before, against the decode budget (`--decode-memory-mb`).
 
@@ -71,20 +71,22 @@ def start_app(checkpoint: Path, data_dir: Path, extra: list[str]) -> tuple[subpr
         time.sleep(0.3)
 
 
-def bare_throughput(predictor, image: Image.Image, seconds: float) -> dict[str, float]:
-    """Images/s of `predictor.predict_batch` for each arrangement (see the module's docstring), `seconds` in all."""
+def bare_throughput(predictor, image: Image.Image, seconds: float) -> dict[tuple[int, int], float]:
+    """Images/s of `predictor.predict_batch` by (batch, callers), each arrangement of the module's docstring;
+    `seconds` in all."""
     cores = os.cpu_count() or 1
     arrangements = [(batch, 1) for batch in (1, 2, 4, 8, 16)] + [(batch, cores) for batch in (1, 2, 4)]
-    results = {}
-    for batch, callers in arrangements:
-        window = seconds / len(arrangements)
-        if callers == 1:
-            results[f"b{batch}"] = _predict_for(predictor, [image] * batch, window)
-        else:
-            results[f"b{batch} x{callers} one-thread callers"] = _one_thread_callers(
-                predictor, [image] * batch, window, callers
-            )
-    return results
+    window = seconds / len(arrangements)
+    return {
+        (batch, callers): _predict_for(predictor, [image] * batch, window)
+        if callers == 1
+        else _one_thread_callers(predictor, [image] * batch, window, callers)
+        for batch, callers in arrangements
+    }
+
+
+def _arrangement(batch: int, callers: int) -> str:
+    return f"b{batch}" if callers == 1 else f"b{batch} x{callers} one-thread callers"
 
 
 def _one_thread_callers(predictor, images: list[Image.Image], seconds: float, callers: int) -> float:
@@ -240,16 +242,17 @@ def main() -> None:
             print(f"Throughput (img/s), {args.rounds} rounds of bare then REST (drifts in machine load hit both alike)")
             for round_number in range(1, args.rounds + 1):
                 bare = bare_throughput(predictor, image, args.seconds)
-                one_caller = max((name for name in bare if "callers" not in name), key=bare.get)
+                one_caller = max((arrangement for arrangement in bare if arrangement[1] == 1), key=bare.get)
                 best = max(bare, key=bare.get)
                 rest = rest_throughput(url, data, args.clients, args.seconds, args.client)
                 ratios["one caller"].append(rest / bare[one_caller])
                 ratios["any arrangement"].append(rest / bare[best])
-                print(f"  round {round_number}: bare " + ", ".join(f"{name} {rate:.1f}" for name, rate in bare.items()))
+                shown = ", ".join(f"{_arrangement(*arrangement)} {rate:.1f}" for arrangement, rate in bare.items())
+                print(f"  round {round_number}: bare {shown}")
                 print(
                     f"    REST, {args.clients} concurrent clients: {rest:.1f}; ratio to the best bare with one caller "
-                    f"({one_caller}): {ratios['one caller'][-1]:.2f}, to the best of any ({best}): "
-                    f"{ratios['any arrangement'][-1]:.2f}"
+                    f"({_arrangement(*one_caller)}): {ratios['one caller'][-1]:.2f}, to the best of any "
+                    f"({_arrangement(*best)}): {ratios['any arrangement'][-1]:.2f}"
                 )
             median_ratio = {name: statistics.median(values) for name, values in ratios.items()}
             print(

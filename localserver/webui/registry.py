@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 from starlette.responses import FileResponse
 from starlette.routing import Route
@@ -368,7 +369,7 @@ def orchestration_page(view: View):
     ids = [e["task"] for q in queues for e in q.get("entries") or []]
     ids += [(w.get("task") or {}).get("id") for w in workers]
     tasks = task_names(view, ids)
-    return view.render("orchestration.html", queues=queues, workers=workers, tasks=tasks)
+    return view.render("orchestration.html", queues=queues, workers=workers, tasks=tasks, moves=QUEUE_MOVES)
 
 
 def queue_remove(view: View):
@@ -381,11 +382,19 @@ def queue_remove(view: View):
     return view.redirect("/workers-and-queues")
 
 
+@dataclass(frozen=True)
+class QueueMove:
+    endpoint: str
+    label: str
+    title: str
+    toward_front: bool  # impossible for the first pending task (else for the last)
+
+
 QUEUE_MOVES = {
-    "front": "queues.move_task_to_front",
-    "forward": "queues.move_task_forward",
-    "backward": "queues.move_task_backward",
-    "back": "queues.move_task_to_back",
+    "front": QueueMove("queues.move_task_to_front", "⤒", "To the front", True),
+    "forward": QueueMove("queues.move_task_forward", "↑", "One up", True),
+    "backward": QueueMove("queues.move_task_backward", "↓", "One down", False),
+    "back": QueueMove("queues.move_task_to_back", "⤓", "To the back", False),
 }
 
 
@@ -394,7 +403,7 @@ def queue_move(view: View):
     task_id = text_field(view.form, "task", "Task")
     move = choice(text_field(view.form, "to", "Move"), QUEUE_MOVES, None, "move")
     queue = view.api("queues.get_by_id", {"queue": view.path["queue"]})["queue"]
-    view.api(QUEUE_MOVES[move], {"queue": queue["id"], "task": task_id})
+    view.api(QUEUE_MOVES[move].endpoint, {"queue": queue["id"], "task": task_id})
     return view.redirect(f"/workers-and-queues#queue-{queue['name']}")
 
 
