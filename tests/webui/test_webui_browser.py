@@ -249,6 +249,8 @@ def test_a_pending_task_is_moved_to_the_front_of_its_queue(clearml_server, live_
     rows = page.locator(f"[id='queue-{queue}'] + table tbody tr")
     expect(rows.nth(0)).to_contain_text(f"{queue} first")
     expect(rows.nth(0).get_by_role("button", name="To the front")).to_be_disabled()
+    shot(page, "queue-pending")
     rows.nth(1).get_by_role("button", name="To the front").click()
     expect(rows.nth(0)).to_contain_text(f"{queue} second")
+    shot(page, "queue-reordered")
     assert [entry.task for entry in client.queues.get_by_id(queue=queue_id).entries] == tasks[::-1]
