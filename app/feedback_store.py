@@ -34,6 +34,7 @@ from pathlib import Path
 
 from app.labels import normalize_label
 from classifier.images import sha256_bytes
+from common.files import fsync_folder, write_atomically, write_durably
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +148,9 @@ class FeedbackStore:
         # Written and fsynced outside the lock, so concurrent submissions do not queue behind each other's disk.
         staging = self._tmp_dir / uuid.uuid4().hex
         staging.mkdir()
-        _write_durably(staging / item.file_name, data)
-        _write_durably(staging / "meta.json", json.dumps(asdict(item), indent=1).encode())
-        _fsync_dir(staging)
+        write_durably(staging / item.file_name, data)
+        write_durably(staging / "meta.json", json.dumps(asdict(item), indent=1).encode())
+        fsync_folder(staging)
         with self._lock:
             try:
                 os.rename(staging, self._items_dir / digest)
@@ -157,7 +158,7 @@ class FeedbackStore:
                 # A concurrent submission of the same content got there first.
                 shutil.rmtree(staging)
                 return AddResult(self._index.items.get(digest) or self._read_item(self._items_dir / digest), False)
-            _fsync_dir(self._items_dir)
+            fsync_folder(self._items_dir)
             self._index.items[digest] = item
             return AddResult(item, created=True)
 
@@ -253,10 +254,12 @@ class FeedbackStore:
             return updated
 
     def _save_batch(self, batch: Batch) -> None:
-        temporary = self._tmp_dir / f"{batch.id}.json"
-        _write_durably(temporary, json.dumps(asdict(batch), indent=1).encode())
-        os.replace(temporary, self._batches_dir / f"{batch.id}.json")
-        _fsync_dir(self._batches_dir)
+        write_atomically(
+            self._batches_dir / f"{batch.id}.json",
+            json.dumps(asdict(batch), indent=1).encode(),
+            durable=True,
+            tmp_dir=self._tmp_dir,
+        )
         self._index.batches[batch.id] = batch
         for sha in batch.items:
             self._index.batch_of[sha] = batch.id
@@ -280,18 +283,3 @@ class FeedbackStore:
             for sha in batch.items:
                 index.batch_of[sha] = batch.id
         return index
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -10,13 +10,13 @@ and renamed, so a listed image is always complete.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from common.files import write_atomically
 
 BY = ("confidence", "margin")
 
@@ -94,12 +94,7 @@ class ReviewQueue:
             if self._db.execute("SELECT 1 FROM review WHERE sha256 = ?", (sha256,)).fetchone():
                 return True
             file_name = f"{sha256}.{extension}"
-            staging = self.images / f".{uuid.uuid4().hex}.tmp"
-            with open(staging, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(staging, self.images / file_name)
+            write_atomically(self.images / file_name, data, durable=True)
             self._db.execute(
                 "INSERT INTO review VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (sha256, measure, now, model_id, prediction_id, json.dumps(probabilities), image_format, file_name),

@@ -79,7 +79,8 @@ def serve(checkpoint: Path, data_dir: Path, port: int, options: list[str]) -> No
 
 
 def _start_app(checkpoint: Path, data_dir: Path) -> tuple[subprocess.Popen, str]:
-    from devstack.processes import free_port, wait_until
+    from common.waiting import wait_until
+    from devstack.processes import free_port
 
     port = free_port()
     command = [sys.executable, __file__, "--serve", str(checkpoint), "--data-dir", str(data_dir), "--port", str(port)]

@@ -68,7 +68,7 @@ def run(args, env: dict, work: Path) -> None:
     from clearml import Task
 
     from classifier.synthetic import make_image_folder
-    from devstack.processes import wait_until
+    from common.waiting import wait_until
     from loop import datasets, registry
     from pipelines import retrain
     from tasks import register
@@ -124,7 +124,7 @@ def breakdown(version_id: str, model) -> None:
     """Where the time went, from the server's timestamps of the tasks involved."""
     from clearml import Task
 
-    from devstack.processes import wait_until
+    from common.waiting import wait_until
     from loop import stages
     from pipelines import retrain
     from tasks import STAGES

@@ -6,14 +6,13 @@ pickled code.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from classifier.model import ImageClassifier, build_model
+from common.files import atomic_write
 
 FORMAT_VERSION = 1
 
@@ -62,14 +61,9 @@ class Checkpoint:
         """Write atomically, so a reader never sees half a checkpoint."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(self.to_dict(), tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        # Not fsynced: a checkpoint is uploaded to the registry, which is what keeps it.
+        with atomic_write(path, durable=False) as handle:
+            torch.save(self.to_dict(), handle)
         return path
 
     @classmethod

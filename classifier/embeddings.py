@@ -8,7 +8,6 @@ backbone, the input size and a fingerprint of the exact weights.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from classifier.backbones import weights_fingerprint
 from classifier.data import LabeledFile
 from classifier.model import ImageClassifier
 from classifier.preprocess import ImageFileDataset, eval_transform, make_loader
+from common.files import atomic_write
 
 DEFAULT_CACHE_DIR = (
     Path(os.environ.get("CLASSIFIER_CACHE_DIR", Path.home() / ".cache" / "selfimproving-classifier")) / "embeddings"
@@ -50,14 +50,9 @@ class EmbeddingCache:
     def put(self, namespace: str, sha256: str, vector: np.ndarray) -> None:
         path = self._path(namespace, sha256)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.save(handle, np.asarray(vector, dtype=np.float32), allow_pickle=False)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        # A cache: made again from the image if a power loss takes it.
+        with atomic_write(path, durable=False) as handle:
+            np.save(handle, np.asarray(vector, dtype=np.float32), allow_pickle=False)
 
 
 def compute_embeddings(

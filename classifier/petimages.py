@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from tqdm.auto import tqdm
 
 from classifier.images import DEFAULT_MIN_SIDE, InvalidImage, decode_image
+from common.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +119,7 @@ def extract_petimages(archive: str | Path, dest: str | Path, min_side: int = DEF
             # Only the base name is used, so a crafted member name cannot write outside `dest`.
             target = dest / label / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{name}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
+            write_atomically(target, data, durable=False)  # extracted again from the archive if lost
             report.extracted[label] += 1
     if not any(report.extracted.values()):
         raise ValueError(

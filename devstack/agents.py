@@ -18,12 +18,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.waiting import wait_until
 from devstack.processes import independent_environ, run_in_own_group
 
 
@@ -50,9 +50,8 @@ class AgentProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
         self.process.wait(timeout)
-        deadline = time.monotonic() + timeout
-        while _group_alive(self.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        with contextlib.suppress(TimeoutError):  # a member stuck in the kernel (D state) is not waited for longer
+            wait_until(lambda: not _group_alive(self.pid), timeout, "the agent's process group to end", 0.05)
 
 
 def _group_alive(pgid: int) -> bool:

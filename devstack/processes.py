@@ -11,8 +11,7 @@ import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TypeVar
 
 import psutil
@@ -37,19 +36,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def wait_until(condition: Callable[[], T], timeout: float, what: str, interval: float = 1.0) -> T:
-    """Poll `condition` until it returns something truthy and return that; TimeoutError naming `what` after
-    `timeout` seconds. `condition` may raise to stop waiting early (e.g. when the process it waits for died)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def independent_environ() -> dict[str, str]:

@@ -19,8 +19,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from common.waiting import wait_until
 from devstack.agents import AgentProcess, start_agent
-from devstack.processes import kill_tree, wait_until
+from devstack.processes import kill_tree
 from loop import datasets, registry, settings
 from loop.errors import StageError, exit_on_error
 

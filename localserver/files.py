@@ -22,6 +22,8 @@ from urllib.parse import unquote
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from common.files import fsync_folder
+
 from .errors import bad_request
 
 CHUNK = 1024 * 1024
@@ -164,7 +166,7 @@ class MultipartUpload:
             os.replace(tmp, target)
             folders.add(target.parent)
         for folder in folders:
-            _fsync_folder(folder)
+            fsync_folder(folder)
         return self.stored
 
     def abort(self) -> None:
@@ -175,14 +177,6 @@ class MultipartUpload:
         for tmp, _ in self._parts + ([self._current] if self._current else []):
             tmp.unlink(missing_ok=True)
         self._parts, self._current = [], None
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def content_type(path: Path) -> str:

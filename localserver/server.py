@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -16,6 +17,8 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from common.waiting import wait_until
 
 from . import SERVER_VERSION
 from .api import Context, ResultCache, load_services
@@ -245,13 +248,17 @@ def start_server_process(
     finally:
         log_handle.close()
     deadline = time.monotonic() + timeout
-    while not ready_file.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            raise RuntimeError(f"localserver did not start (exit code {process.returncode}); see its log")
-        time.sleep(0.05)
+
+    def ready_or_exited() -> bool:
+        return ready_file.exists() or process.poll() is not None
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(ready_or_exited, timeout, "localserver to start", interval=0.05)
+    if not ready_file.exists():
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        raise RuntimeError(f"localserver did not start (exit code {process.returncode}); see its log")
     ready = json.loads(ready_file.read_text())
     server = ServerProcess(process, data_dir, ready["port"], ready["access_key"], ready["secret_key"])
     wait_until_ready(server.api_url, server.access_key, server.secret_key, timeout=deadline - time.monotonic())
@@ -262,13 +269,12 @@ def wait_until_ready(api_url: str, access_key: str, secret_key: str, timeout: fl
     """Poll a raw ``auth.login`` with a short timeout (an SDK client would retry for minutes instead)."""
     basic = base64.b64encode(f"{access_key}:{secret_key}".encode()).decode()
     request = urllib.request.Request(f"{api_url}/auth.login", headers={"Authorization": f"Basic {basic}"})
-    deadline = time.monotonic() + max(timeout, 1)
-    while True:
+
+    def answers() -> bool:
         try:
             with urllib.request.urlopen(request, timeout=2) as response:
-                if response.status == 200:
-                    return
+                return response.status == 200
         except (OSError, urllib.error.URLError):
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.05)
+            return False
+
+    wait_until(answers, max(timeout, 1), f"{api_url}/auth.login to answer", interval=0.05)

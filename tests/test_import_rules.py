@@ -1,5 +1,6 @@
 """Who may import whom: the ML core and the server stand alone, the app reaches ClearML only through the adapter,
-and the adapter does not depend on its users. Read from the source (every import, also inside functions)."""
+and the adapter does not depend on its users; `common` (small helpers) may be used by all and uses none. Read from
+the source (every import, also inside functions)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_PACKAGES = {"app", "benchmarks", "classifier", "devstack", "localserver", "loop", "pipelines", "tasks"}
-PROJECT_PACKAGES |= {"tests", "triggers"}
+PROJECT_PACKAGES = {"app", "benchmarks", "classifier", "common", "devstack", "localserver", "loop", "pipelines"}
+PROJECT_PACKAGES |= {"tasks", "tests", "triggers"}
 ALLOWED = {
-    "classifier": {"classifier"},
-    "localserver": {"localserver"},
-    "loop": {"loop", "classifier"},
-    "app": {"app", "classifier", "loop"},
+    "common": {"common"},
+    "classifier": {"classifier", "common"},
+    "localserver": {"localserver", "common"},
+    "loop": {"loop", "classifier", "common"},
+    "app": {"app", "classifier", "loop", "common"},
 }
 
 

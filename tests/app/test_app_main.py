@@ -15,7 +15,8 @@ from app_testing import image_bytes, register_model
 from clearml import Dataset
 from gradio_client import Client, handle_file
 
-from devstack.processes import free_port, wait_until
+from common.waiting import wait_until
+from devstack.processes import free_port
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 

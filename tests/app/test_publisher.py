@@ -13,7 +13,7 @@ from clearml import Dataset, Task
 from app.__main__ import build, parse_args
 from app.feedback_store import FeedbackStore
 from app.publisher import AutoPublisher, Publisher
-from devstack.processes import wait_until
+from common.waiting import wait_until
 
 
 def unique_project() -> str:

@@ -6,7 +6,6 @@ import contextlib
 import http.client
 import json
 import socket
-import time
 from dataclasses import dataclass
 
 import requests
@@ -91,12 +90,3 @@ def peak_rss_mb(pid: int) -> float:
     """The process's peak resident memory so far (VmHWM)."""
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
-
-
-def wait_for(condition, timeout: float = 10, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()

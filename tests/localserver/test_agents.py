@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import shutil
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 from server_testing import login, ok
 
+from common.waiting import wait_until
+
 SCRIPTS = Path(__file__).parent / "scripts"
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def pipeline_tasks(project: str, name_pattern: str) -> list:
@@ -62,7 +53,7 @@ def test_two_agents_racing_on_one_queue_run_each_task_once(clearml_server, start
         statuses = [ok(clearml_server, "tasks.get_by_id", token, task=t)["task"]["status"] for t in task_ids]
         return all(s in ("completed", "failed") for s in statuses) and statuses
 
-    statuses = wait_for(all_done, 150, "the race tasks to finish", interval=1)
+    statuses = wait_until(all_done, 150, "the race tasks to finish", interval=1)
     assert statuses == ["completed"] * len(task_ids), [a.log_text()[-2000:] for a in agents]
     runs = [p.name.split(".")[0] for p in markers.iterdir()]
     assert sorted(runs) == sorted(task_ids), "every task must run exactly once"
@@ -112,7 +103,7 @@ def test_pipeline_runs_remotely_on_services_and_default_agents(
         controller.reload()
         return controller.status in ("completed", "failed", "stopped") and controller.status
 
-    assert wait_for(finished, 240, "the remote pipeline", interval=2) == "completed"
+    assert wait_until(finished, 240, "the remote pipeline", interval=2) == "completed"
     steps = pipeline_tasks(project, "^step-")
     assert sorted((s.name, s.status) for s in steps) == [("step-one", "completed"), ("step-two", "completed")]
     assert all(s.get_last_scalar_metrics()["params"]["lr"]["last"] == 0.3 for s in steps)

@@ -9,8 +9,9 @@ import uuid
 
 import requests
 from clearml.utilities.requests_toolbelt import MultipartEncoder
-from server_testing import bearer, login, own_server, peak_rss_mb, raw_exchange, request_bytes, wait_for
+from server_testing import bearer, login, own_server, peak_rss_mb, raw_exchange, request_bytes
 
+from common.waiting import wait_until
 from localserver import start_server_process
 
 
@@ -162,7 +163,7 @@ def test_a_failed_multi_part_upload_stores_none_of_its_parts(tmp_path):
             "POST", "/files", {**bearer(token), "Content-Type": big_type, "Content-Length": str(len(big))}
         )
         assert raw_exchange(server, headers_only).status == 413  # refused from the declared length
-        assert wait_for(lambda: not any((server.data_dir / "uploads-tmp").iterdir()))
+        wait_until(lambda: not any((server.data_dir / "uploads-tmp").iterdir()), 10, "the temp files removed", 0.05)
         assert not list(stored.rglob("*.bin"))
         complete = requests.post(server.files_url, data=body, headers={**headers}, timeout=5)
         assert complete.json() == ["multi/first.bin", "multi/second.bin"]

@@ -8,7 +8,9 @@ import uuid
 from pathlib import Path
 
 from server_testing import login, ok
-from test_agents import register_script_task, wait_for
+from test_agents import register_script_task
+
+from common.waiting import wait_until
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
@@ -94,7 +96,7 @@ def test_stop_keeps_an_agent_run_task_stopping_until_the_agent_acknowledges(clea
         logs = ok(clearml_server, "events.get_task_log", token, task=task.id)["events"]
         return task.status == "in_progress" and any("alive" in e.get("msg", "") for e in logs)
 
-    wait_for(running, 90, "the sleeper to run on the agent")
+    wait_until(running, 90, "the sleeper to run on the agent", interval=0.5)
     task.mark_stop_request()
     requested = ok(clearml_server, "tasks.get_by_id", token, task=task.id)["task"]
     assert (requested["status"], requested["status_message"]) == ("in_progress", "stopping")
@@ -103,7 +105,7 @@ def test_stop_keeps_an_agent_run_task_stopping_until_the_agent_acknowledges(clea
         task.reload()
         return task.status == "stopped"
 
-    wait_for(stopped, 60, "the agent to stop the task")
+    wait_until(stopped, 60, "the agent to stop the task", interval=0.5)
     assert "Process aborted by user" in "".join(task.get_reported_console_output(number_of_reports=100)), (
         agent.log_text()[-3000:]
     )

@@ -8,8 +8,8 @@ from datetime import datetime
 from pathlib import Path
 
 from server_testing import login, ok
-from test_agents import wait_for
 
+from common.waiting import wait_until
 from devstack.agents import start_agent
 from localserver import start_server_process
 from localserver.watchdog import FORCED_STOP, TIMEOUT_ENV
@@ -35,13 +35,13 @@ def test_the_task_of_a_killed_agent_is_failed_after_the_timeout(tmp_path, monkey
         def status():
             return ok(server, "tasks.get_by_id", token, task=task_id)["task"]["status"]
 
-        wait_for(lambda: status() == "in_progress", 90, "the agent to start the task")
+        wait_until(lambda: status() == "in_progress", 90, "the agent to start the task", interval=0.5)
         time.sleep(TIMEOUT_SEC * 2)  # alive and reporting: the watchdog leaves it alone
         assert status() == "in_progress", agent.log_text()[-3000:]
 
         agent.stop()  # SIGKILL of the agent's process group: nobody reports for the task any more
         last_sign_of_life = ok(server, "tasks.get_by_id", token, task=task_id)["task"]["last_update"]
-        wait_for(lambda: status() == "failed", TIMEOUT_SEC * 4, "the watchdog to fail the task")
+        wait_until(lambda: status() == "failed", TIMEOUT_SEC * 4, "the watchdog to fail the task", interval=0.5)
         task = ok(server, "tasks.get_by_id", token, task=task_id)["task"]
         assert (task["status_message"], task["status_reason"]) == (FORCED_STOP, FORCED_STOP)
         silent_for = datetime.fromisoformat(task["status_changed"]) - datetime.fromisoformat(last_sign_of_life)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from classifier.gate import decide_promotion
+from common.waiting import wait_until
 from loop import registry
 from loop.errors import exit_on_error
 
@@ -39,8 +40,7 @@ def main() -> None:
 
     if args.go_file:
         Path(f"{args.go_file}.ready-{os.getpid()}").touch()
-        while not args.go_file.exists():
-            time.sleep(0.01)
+        wait_until(args.go_file.exists, 600, "the go file", interval=0.01)
     print(json.dumps(registry.promote(args.model_id, judge, project=args.project).to_dict()))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from clearml import InputModel
 
-from devstack.processes import wait_until
+from common.waiting import wait_until
 from loop import registry, settings
 from loop.errors import StageError
 from loop.lock import ServerLock

@@ -13,8 +13,8 @@ import re
 import pytest
 import requests
 
+from common.waiting import wait_until
 from devstack import agents
-from devstack.processes import wait_until
 from localserver import start_server_process
 from localserver.watchdog import FORCED_STOP, TIMEOUT_ENV
 from loop import settings

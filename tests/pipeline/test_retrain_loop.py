@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from clearml import Model, Task
 
+from common.waiting import wait_until
 from devstack import agents
-from devstack.processes import wait_until
 from loop import datasets, registry, sdk_private, settings, stages
 from pipelines import retrain
 from tasks import STAGES, register
