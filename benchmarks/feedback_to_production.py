@@ -125,13 +125,14 @@ def breakdown(version_id: str, model) -> None:
     from clearml import Task
 
     from common.waiting import wait_until
-    from loop import stages
-    from pipelines import retrain
+    from loop import settings, stages
     from tasks import STAGES
 
     dataset = Task.get_task(task_id=version_id)
     runs = [
-        t for t in stages.find_tasks(retrain.PIPELINE_PROJECT, None) if t.get_parameter("Args/dataset_id") == version_id
+        t
+        for t in stages.find_tasks(settings.PIPELINE_PROJECT, None)
+        if t.get_parameter("Args/dataset_id") == version_id
     ]
     # The production tag moves inside the last step; wait for the run to end to read every timestamp.
     wait_until(lambda: Task.get_task(task_id=runs[0].id).status in ("completed", "failed"), 300, "the run")

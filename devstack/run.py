@@ -70,10 +70,11 @@ class Stack:
 
     def start_server(self, port: int) -> None:
         from localserver import start_server_process
+        from loop import webpage
 
         server_dir = self.data_dir / "server"
         log(f"starting the embedded ClearML server on 127.0.0.1:{port} (data: {server_dir})")
-        self.server = start_server_process(server_dir, port=port)
+        self.server = start_server_process(server_dir, port=port, web_extensions=[webpage.SPEC])
         config = self.server.write_client_config(self.data_dir / "clearml.conf")
         self.client_env = self.server.client_env(config)
         log(f"server ready: API {self.server.api_url}, files {self.server.files_url}; client config {config}")

@@ -9,12 +9,14 @@ import os
 import shlex
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 from .auth import load_or_create_credentials
 from .clientconfig import client_env, write_client_config, write_private
 from .limits import Limits
 from .server import LocalServer, open_store
+from .webui import load_extension, routes
 
 
 def _keys(args) -> tuple[str | None, str | None]:
@@ -44,9 +46,15 @@ def serve(args) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     access_key, secret_key = _keys(args)
     try:
+        extensions = [load_extension(spec) for spec in args.web_extension]
+    except (ImportError, ValueError) as exc:
+        raise SystemExit(f"localserver: cannot load --web-extension: {exc}") from None
+    try:
         limits = Limits.from_args(args)
         server = LocalServer(
-            args.data_dir, args.host, args.port, access_key, secret_key, args.task_timeout, limits=limits
+            *(args.data_dir, args.host, args.port, access_key, secret_key, args.task_timeout),
+            limits=limits,
+            extra_routes=partial(routes, extensions=extensions),
         )
     except OSError as exc:  # e.g. the port is in use
         raise SystemExit(f"localserver: cannot start on {args.host}:{args.port}: {exc}") from None
@@ -97,6 +105,13 @@ def main(argv=None) -> None:
     serve_parser = commands.choices["serve"]
     serve_parser.add_argument("--ready-file", help="write {port, pid, keys} here (0600) once listening")
     serve_parser.add_argument("--log-level", default="info")
+    serve_parser.add_argument(
+        "--web-extension",
+        action="append",
+        default=[],
+        metavar="MODULE:NAME",
+        help="add the pages of this localserver.webui.WebExtension to the web UI (repeatable)",
+    )
     serve_parser.add_argument(
         "--task-timeout",
         type=float,

@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -227,15 +228,18 @@ def start_server_process(
     log_file=None,
     timeout: float = 30,
     limits: Limits | None = None,
+    web_extensions: Sequence[str] = (),
 ) -> ServerProcess:
     """Start ``python -m localserver serve`` on 127.0.0.1 and wait until ``auth.login`` answers.
-    The keys go to the child through its environment, never its command line."""
+    The keys go to the child through its environment, never its command line. ``web_extensions`` are
+    ``module:name`` of :class:`localserver.webui.WebExtension` pages added to its web UI."""
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     ready_file = data_dir / "server-ready.json"
     ready_file.unlink(missing_ok=True)
     command = [sys.executable, "-m", "localserver", "serve", "--data-dir", str(data_dir), "--port", str(port)]
     command += ["--ready-file", str(ready_file), *(limits.as_argv() if limits else [])]
+    command += [argument for spec in web_extensions for argument in ("--web-extension", spec)]
     env = dict(os.environ)
     if access_key and secret_key:
         env.update(CLEARML_API_ACCESS_KEY=access_key, CLEARML_API_SECRET_KEY=secret_key)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -61,6 +61,21 @@ class RegistryModel:
     def promotion_seq(self) -> int:
         value = self.metadata.get(SEQ_KEY)
         return value if isinstance(value, int) else 0
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> RegistryModel:
+        """The model of a `models.get_all` answer as JSON (what a web page reads through the server's API)."""
+        created = fields.get("created")
+        return cls(
+            id=fields["id"],
+            name=fields.get("name") or "",
+            tags=list(fields.get("tags") or []),
+            published=bool(fields.get("ready")),
+            created=datetime.fromisoformat(created.replace("Z", "+00:00")) if isinstance(created, str) else created,
+            labels=dict(fields.get("labels") or {}),
+            metadata=decode_metadata(fields.get("metadata")),
+            comment=fields.get("comment") or "",
+        )
 
 
 class Decision(Protocol):
@@ -177,13 +192,19 @@ def find_model(model_id: str) -> RegistryModel:
 
 def production_model(project: str = settings.PROJECT, tag: str = settings.PRODUCTION_TAG) -> RegistryModel | None:
     """The production model: of the published models carrying `tag`, the one promoted last (None before the first)."""
-    tagged = list_models(project, tag, published_only=True)
-    return max(tagged, key=_promotion_order, default=None)
+    return pick_production(list_models(project, tag, published_only=True))
+
+
+def pick_production(tagged: Iterable[RegistryModel]) -> RegistryModel | None:
+    """The rule for which of the models carrying the production tag is production: of the published ones, the one
+    promoted last (highest `promotion_seq`), so the moment a promotion moves the tag (two edits) shows one model."""
+    return max((model for model in tagged if model.published), key=_promotion_order, default=None)
 
 
 def _promotion_order(model: RegistryModel) -> tuple:
     # Models tagged before promotion_seq existed count as 0; among equals the newest wins.
-    return model.promotion_seq, model.created or datetime.min, model.id
+    created = model.created.timestamp() if model.created else float("-inf")
+    return model.promotion_seq, created, model.id
 
 
 def resolve_model_id(value: str, project: str = settings.PROJECT) -> str | None:

@@ -24,8 +24,6 @@ from loop import datasets, settings, stages
 from loop.errors import StageError, exit_on_error
 from tasks.register import register_templates
 
-PIPELINE_NAME = "retrain"
-PIPELINE_PROJECT = f"{settings.PROJECT}/.pipelines/{PIPELINE_NAME}"  # where the SDK keeps the controller and runs
 REGISTERED_TAG = "registered"
 CONTROLLER_ENTRY = "pipelines.retrain:run_controller"
 # Minutes between the controller's status checks; tests and the benchmark lower it through the environment.
@@ -49,7 +47,7 @@ def build_pipeline(**values) -> PipelineController:
     """
     stages.standalone_code()
     pipe = PipelineController(
-        name=PIPELINE_NAME,
+        name=settings.PIPELINE_NAME,
         project=settings.PROJECT,
         version="1.0.0",
         pool_frequency=float(os.environ.get(POOL_MINUTES_ENV, "0.1")),
@@ -142,7 +140,7 @@ def register(**values) -> str:
 def registered_pipeline_id() -> str | None:
     """The draft controller that `register` stored, if any (the oldest draft with the registered tag: clones
     inherit the tag, so a clone that is not enqueued yet looks the same, only newer)."""
-    drafts = stages.find_tasks(PIPELINE_PROJECT, None, statuses=["created"], tags=[REGISTERED_TAG])
+    drafts = stages.find_tasks(settings.PIPELINE_PROJECT, None, statuses=["created"], tags=[REGISTERED_TAG])
     return drafts[-1].id if drafts else None
 
 
@@ -151,7 +149,7 @@ def enqueue_run(dataset_id: str, queue: str = settings.SERVICES_QUEUE, **values)
     template_id = registered_pipeline_id()
     if not template_id:
         raise StageError("no registered pipeline: run `python -m pipelines.retrain register` first")
-    run = Task.clone(source_task=template_id, name=PIPELINE_NAME)
+    run = Task.clone(source_task=template_id, name=settings.PIPELINE_NAME)
     run.update_parameters({"Args/dataset_id": dataset_id, **{f"Args/{k}": v for k, v in values.items()}})
     Task.enqueue(run, queue_name=queue)
     return run.id
@@ -184,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     args = vars(parser.parse_args(argv))
     values = {name: args[name] for name in PARAMETERS if args.get(name) is not None}
     if args["command"] == "register":
-        print(f"pipeline {PIPELINE_NAME} registered: {register(**values)}")
+        print(f"pipeline {settings.PIPELINE_NAME} registered: {register(**values)}")
         return
     dataset_id = values.pop("dataset_id", None) or datasets.latest_version_id()
     if not dataset_id:

@@ -100,7 +100,10 @@ def clearml_server():
     from clearml import Task
 
     if "server" not in _session:
-        server = start_server_process(_session["root"] / "server", port=0, **_session["keys"])
+        from loop import webpage
+
+        server_dir = _session["root"] / "server"
+        server = start_server_process(server_dir, port=0, web_extensions=[webpage.SPEC], **_session["keys"])
         _session["env"] = server.client_env(config_file=server.write_client_config(_session["config_file"]))
         os.environ.update(_session["env"])
         _session["server"] = server

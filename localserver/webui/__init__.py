@@ -13,15 +13,19 @@ browser out; every POST form carries the session's CSRF token. Charts use plotly
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 
 from starlette.responses import FileResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import registry, tasks
-from .core import HERE, NotFound, View, WebUI, safe_next, text_field
+from . import datasets, files, models, orchestration, pipelines, tasks
+from .core import HERE, NotFound, View, WebExtension, WebUI, safe_next, text_field
+
+__all__ = ["WebExtension", "WebUI", "load_extension", "routes"]
 
 
 def plotly_js() -> Path:
@@ -59,8 +63,20 @@ def not_found(view: View):
     raise NotFound(f"No page at {view.request.url.path}.")
 
 
-def routes(server) -> list[BaseRoute]:
-    ui = WebUI(server)
+def load_extension(spec: str) -> WebExtension:
+    """The :class:`WebExtension` named ``module:attribute`` (``python -m localserver serve --web-extension``)."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"a web extension is named module:attribute, not {spec!r}")
+    extension = getattr(importlib.import_module(module_name), attribute, None)
+    if not isinstance(extension, WebExtension):
+        raise ValueError(f"{spec} is not a localserver.webui.WebExtension")
+    return extension
+
+
+def routes(server, extensions: Sequence[WebExtension] = ()) -> list[BaseRoute]:
+    """The web UI's routes for ``server``, with the pages of ``extensions`` before the catch-all 404."""
+    ui = WebUI(server, extensions)
     js = plotly_js()
     return [
         Route("/login", ui.page(login_page, public=True), methods=["GET", "POST"]),
@@ -68,6 +84,11 @@ def routes(server) -> list[BaseRoute]:
         Route("/_ui/plotly.min.js", lambda request: FileResponse(js, media_type="text/javascript")),
         Mount("/_ui/static", StaticFiles(directory=HERE / "static"), name="webui-static"),
         *tasks.routes(ui),
-        *registry.routes(ui),
+        *models.routes(ui),
+        *datasets.routes(ui),
+        *pipelines.routes(ui),
+        *orchestration.routes(ui),
+        *files.routes(ui),
+        *(route for extension in extensions for route in extension.routes(ui)),
         Route("/{path:path}", ui.page(not_found)),
     ]

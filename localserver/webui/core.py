@@ -16,12 +16,13 @@ import logging
 import secrets
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -81,17 +82,32 @@ class View:
         return RedirectResponse(url, status_code=303)
 
 
+@dataclass(frozen=True)
+class WebExtension:
+    """Pages another package adds to the web UI, on the same sign-in, CSRF and API calls as its own: ``routes(ui)``
+    gives their Starlette routes, ``templates`` is the folder of their templates (which extend ``base.html``), and
+    ``nav`` the ``(path, label)`` links they add to the top bar. ``python -m localserver serve --web-extension
+    module:name`` loads one; the server names nothing of what it adds."""
+
+    routes: Callable[[WebUI], list]
+    templates: Path | None = None
+    nav: tuple[tuple[str, str], ...] = ()
+
+
 class WebUI:
-    def __init__(self, server):
+    def __init__(self, server, extensions: Sequence[WebExtension] = ()):
         self.server = server
+        self.extensions = tuple(extensions)
+        folders = [HERE / "templates", *(e.templates for e in self.extensions if e.templates is not None)]
         self.templates = Environment(
-            loader=FileSystemLoader(HERE / "templates"),
+            loader=ChoiceLoader([FileSystemLoader(folder) for folder in folders]),
             autoescape=select_autoescape(["html"], default=True),
             trim_blocks=True,
             lstrip_blocks=True,
         )
         self.templates.filters.update(when=format_time, size=format_size, short=short_id, value=format_value)
         self.templates.globals.update(quote=quote, urlencode=urlencode, task_url=task_url, file_link=file_link)
+        self.templates.globals["extension_nav"] = [link for e in self.extensions for link in e.nav]
 
     # API
     def api(self, name: str, body: dict) -> dict:

@@ -11,8 +11,8 @@ from urllib.parse import quote
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import ApiError
 from .core import Invalid, NotFound, View, WebUI, bounded_int, choice, task_url, text_field
+from .lookups import get_project, get_task, project_names
 
 STATUSES = ("created", "queued", "in_progress", "stopped", "completed", "failed", "published", "closed")
 TYPES = (
@@ -62,34 +62,6 @@ MAX_LOG_LINES = 50_000
 MAX_PLOTS = 200
 MAX_COMPARE = 10
 SCALAR_SAMPLES = 2000
-
-
-# lookups
-def get_task(view: View, task_id: str, only_fields=None) -> dict:
-    body = {"task": task_id}
-    if only_fields:
-        body["only_fields"] = only_fields
-    try:
-        return view.api("tasks.get_by_id", body)["task"]
-    except ApiError as exc:
-        if exc.subcode == 101:
-            raise NotFound(f"No task with id {task_id!r}.") from None
-        raise
-
-
-def project_names(view: View) -> dict[str, str]:
-    projects = view.api("projects.get_all", {"search_hidden": True, "only_fields": ["id", "name"]})["projects"]
-    return {p["id"]: p["name"] for p in projects}
-
-
-def get_project(view: View, project_id: str) -> dict | None:
-    """``None`` for ``*`` (every project); :class:`NotFound` for an unknown id."""
-    if project_id == "*":
-        return None
-    found = view.api("projects.get_all", {"id": [project_id], "search_hidden": True})["projects"]
-    if not found:
-        raise NotFound(f"No project with id {project_id!r}.")
-    return found[0]
 
 
 def metric_columns(tasks: list[dict]) -> list[tuple[str, str]]:

@@ -78,7 +78,7 @@ def wait_finished(task_id: str) -> str:
 
 
 def triggered_runs() -> list[Task]:
-    return stages.find_tasks(retrain.PIPELINE_PROJECT, None, tags=[retrain_trigger.TRIGGER_NAME])
+    return stages.find_tasks(settings.PIPELINE_PROJECT, None, tags=[retrain_trigger.TRIGGER_NAME])
 
 
 def new_version(loop, name: str, classes: list[str], start: int) -> str:
@@ -202,7 +202,7 @@ def test_rollback_moves_production_to_the_previous_published_model(loop):
 
 
 def test_nothing_is_left_queued_or_running(loop):
-    busy = stages.find_tasks(retrain.PIPELINE_PROJECT, None, statuses=["queued", "in_progress"])
+    busy = stages.find_tasks(settings.PIPELINE_PROJECT, None, statuses=["queued", "in_progress"])
     assert not busy, [(t.name, t.status) for t in busy]
 
 

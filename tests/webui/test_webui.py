@@ -28,6 +28,10 @@ def task(ui: UIClient, task_id: str) -> dict:
     return ui.call("tasks.get_by_id", {"task": task_id})["task"]
 
 
+def project_id(ui: UIClient, name: str) -> str:
+    return ui.call("projects.get_all", {"name": f"^{re.escape(name)}$"})["projects"][0]["id"]
+
+
 def error_message(response) -> str:
     match = re.search(r'id="error-message">([^<]*)<', response.text)
     return match.group(1) if match else ""
@@ -385,6 +389,7 @@ def test_the_loop_page_follows_feedback_to_production(ui):
     with `Args/dataset_id` and the `Pipeline` DAG, models with the gate's metadata and the production tag."""
     datasets = ui.call("projects.create", {"name": "selfimproving-classifier/.datasets/pets"})["id"]
     pipelines = ui.call("projects.create", {"name": "selfimproving-classifier/.pipelines/retrain"})["id"]
+    registry_project = project_id(ui, "selfimproving-classifier")
     versions, promoted_at = [], None
     for index, verdict in enumerate(["promoted: first model", "not promoted: accuracy dropped by 0.08"]):
         version = ui.call("tasks.create", {"name": "pets", "project": datasets, "type": "data_processing"})["id"]
@@ -404,7 +409,7 @@ def test_the_loop_page_follows_feedback_to_production(ui):
             "register_model": {"executed": steps["register_model"], "parents": ["train"]},
         }
         args = {"Args": {"dataset_id": {"section": "Args", "name": "dataset_id", "value": version}}}
-        ui.call(
+        run = ui.call(
             "tasks.create",
             {
                 "name": "retrain",
@@ -414,14 +419,17 @@ def test_the_loop_page_follows_feedback_to_production(ui):
                 "configuration": {"Pipeline": {"name": "Pipeline", "value": json.dumps(dag)}},
             },
         )["id"]
-        metadata = [
+        ui.call("tasks.started", {"task": run})
+        ui.call("tasks.completed", {"task": run})
+        metadata = [  # as loop.registry.encode_metadata writes them
             {"key": "promotion", "value": verdict, "type": "str"},
-            {"key": "metrics", "value": json.dumps({"accuracy": 0.9 - index * 0.08}), "type": "str"},
+            {"key": "metrics", "value": json.dumps({"accuracy": 0.9 - index * 0.08}), "type": "json"},
         ]
         model = ui.call(
             "models.create",
             {
                 "name": f"model-{index}",
+                "project": registry_project,
                 "task": steps["train"],
                 "metadata": metadata,
                 "tags": ["production"] if index == 0 else [],
@@ -446,10 +454,12 @@ def test_the_loop_page_follows_feedback_to_production(ui):
 
 def test_the_loop_page_names_the_production_model_by_the_registrys_rule_while_the_tag_moves(ui):
     """Mid-promotion two published models carry the tag; the one with the higher promotion number is production."""
+    tagged = {"project": ui.call("projects.create", {"name": "selfimproving-classifier"})["id"]}
+    tagged.update(tags=["production"], ready=True)
     seq = [{"key": "promotion_seq", "value": "2", "type": "json"}]
-    moving_to = ui.call("models.create", {"name": "new-one", "tags": ["production"], "ready": True, "metadata": seq})
+    moving_to = ui.call("models.create", {"name": "new-one", "metadata": seq, **tagged})
     seq = [{"key": "promotion_seq", "value": "1", "type": "json"}]
-    ui.call("models.create", {"name": "old-one", "tags": ["production"], "ready": True, "metadata": seq})
+    ui.call("models.create", {"name": "old-one", "metadata": seq, **tagged})
     ui.sign_in()
     production_card = ui.http.get("/loop").text.split('id="production"')[1].split("</div>")[0]
     assert f'href="/models/{moving_to["id"]}"' in production_card and "old-one" not in production_card
@@ -512,15 +522,32 @@ def test_datasets_and_pipelines_list_their_versions_and_runs_with_the_latest(ui)
         task = ui.call("tasks.create", {"name": "pets", "project": datasets, "type": "data_processing"})["id"]
         ui.call("tasks.edit", {"task": task, "runtime": {"version": version}})
     pipelines = ui.call("projects.create", {"name": "loop/.pipelines/retrain", "system_tags": ["hidden"]})["id"]
+    ui.call("tasks.create", {"name": "retrain", "project": pipelines, "type": "controller"})  # the template
     runs = []
     for _ in range(3):
         runs.append(ui.call("tasks.create", {"name": "retrain", "project": pipelines, "type": "controller"})["id"])
+        ui.call("tasks.started", {"task": runs[-1]})  # a run: enqueued or started, unlike the draft
         ui.call("tasks.create", {"name": "train", "project": pipelines, "type": "training"})  # a step, not a run
+    ui.call("tasks.create", {"name": "retrain (Clone)", "project": pipelines, "type": "controller"})  # a new draft
     ui.sign_in()
     row = ui.http.get("/datasets").text.split('id="datasets"')[1].split("<tbody>")[1].split("</tr>")[0]
     assert "<td>2</td>" in row and ">1.0.1</a>" in row
     row = ui.http.get("/pipelines").text.split('id="pipelines"')[1].split("<tbody>")[1].split("</tr>")[0]
     assert "<td>3</td>" in row and f"/experiments/{runs[-1]}" in row
+    assert '<span class="muted">2</span>' in row  # the drafts, apart from the runs
+
+
+def test_a_pipelines_page_lists_its_drafts_apart_from_its_runs(ui):
+    """The template a pipeline's runs are cloned from (a controller never enqueued: status created) is no run."""
+    pipelines = ui.call("projects.create", {"name": "loop/.pipelines/retrain", "system_tags": ["hidden"]})["id"]
+    draft = ui.call("tasks.create", {"name": "template", "project": pipelines, "type": "controller"})["id"]
+    run = ui.call("tasks.create", {"name": "a run", "project": pipelines, "type": "controller"})["id"]
+    ui.call("tasks.enqueue", {"task": run, "queue": ui.call("queues.create", {"name": "services"})["id"]})
+    ui.sign_in()
+    page = ui.http.get(f"/pipelines/{pipelines}").text
+    runs, drafts = page.split('id="runs"')[1].split("</table>")[0], page.split('id="drafts"')[1].split("</table>")[0]
+    assert f'data-task="{run}"' in runs and f'data-task="{draft}"' not in runs
+    assert f'data-task="{draft}"' in drafts and f'data-task="{run}"' not in drafts
 
 
 def test_pages_refuse_to_be_framed(ui):

@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 from localserver import LocalServer, api
 from localserver.auth import USER_ID
 from localserver.webui import routes
+from loop import webpage
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,8 @@ class UIClient:
 
     def __init__(self, server: LocalServer):
         self.server = server
-        self.http = TestClient(Starlette(routes=routes(server)), follow_redirects=False)
+        # With the loop's page, as the dev stack serves it (`loop.webpage`).
+        self.http = TestClient(Starlette(routes=routes(server, [webpage.extension])), follow_redirects=False)
 
     def call(self, name: str, body: dict) -> dict:
         return api.call(self.server, name, body, USER_ID)
