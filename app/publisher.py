@@ -109,7 +109,7 @@ class Publisher:
 class AutoPublisher(PeriodicWorker):
     """Publishes once `every_n` items are unpublished, or the oldest has waited `every_minutes`."""
 
-    thread_name = "auto-publisher"
+    thread_name = "app-auto-publisher"
 
     def __init__(self, publisher: Publisher, every_n: int, every_minutes: float, check_interval_s: float = 2.0):
         super().__init__(check_interval_s)

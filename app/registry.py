@@ -45,7 +45,7 @@ def model_history(project: str) -> list[RegisteredModel]:
 class RegistryWatcher(PeriodicWorker):
     """Keeps `holder` serving the newest published model with `tag`, polling every `interval_s` seconds."""
 
-    thread_name = "registry-watcher"
+    thread_name = "app-registry-watcher"
 
     def __init__(self, holder: ModelHolder, project: str, tag: str, interval_s: float):
         super().__init__(interval_s)

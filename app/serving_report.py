@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class ServingReporter(PeriodicWorker):
-    thread_name = "serving-reporter"
+    thread_name = "app-serving-reporter"
 
     def __init__(
         self,

@@ -10,12 +10,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from app.__main__ import parse_args, serve
+from app.config import AppConfig, parse_args
 from app.model_holder import ServedModel
 from classifier.checkpoint import Checkpoint
 from classifier.predict import Predictor
 from classifier.synthetic import make_image
-from devstack.processes import free_port
 from loop import registry
 
 UPLOAD_LIMIT_MB = 1.0
@@ -49,11 +48,11 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", row) + chunk(b"IEND", b"")
 
 
-def launch(ui, upload_limit_mb: float = UPLOAD_LIMIT_MB):
-    """Start `ui` on a free local port as `python -m app` does; returns (blocks, url). Close with `blocks.close()`."""
-    args = parse_args(["--port", str(free_port()), "--max-upload-mb", str(upload_limit_mb)])
-    demo, url = serve(ui, args, prevent_thread_lock=True, quiet=True)
-    return demo, url
+def app_config(data_dir: Path, *options: str) -> AppConfig:
+    """The app's options for a test, as `python -m app` parses them: any free port, no serving task and no
+    automatic publishing (both would reach ClearML), then `options`."""
+    quiet = ["--port", "0", "--report-interval", "0", "--publish-every-n", "0", "--publish-every-minutes", "0"]
+    return parse_args(["--data-dir", str(data_dir), *quiet, *options])
 
 
 def register_model(

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from app_testing import UPLOAD_LIMIT_MB, launch, served
+from app_testing import UPLOAD_LIMIT_MB, app_config, served
 
-from app.__main__ import build, parse_args
+from app.application import create_app
 from classifier.checkpoint import Checkpoint
 from classifier.data import scan_folder
 from classifier.synthetic import make_image_folder
 from classifier.train import TrainConfig, train
-
-
-@pytest.fixture(autouse=True)
-def _torch_threads():
-    """`build` keeps the threads that start torch work later to one torch thread each: not beyond the test."""
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -45,10 +36,8 @@ def checkpoints(tmp_path_factory) -> dict[str, Checkpoint]:
 
 @pytest.fixture
 def local_app(tmp_path, checkpoints):
-    """The app as `python -m app` wires it, serving the cat/dog model; it makes no ClearML call."""
-    args = parse_args(["--data-dir", str(tmp_path / "feedback"), "--max-upload-mb", str(UPLOAD_LIMIT_MB)])
-    ui, _watcher, _auto_publisher = build(args)
-    ui.service.holder.swap(served(checkpoints["two"], "model-two"))
-    demo, url = launch(ui)
-    yield ui, url
-    demo.close()
+    """(app, url): the app as `python -m app` wires it, serving the cat/dog model; it makes no ClearML call."""
+    config = app_config(tmp_path / "feedback", "--max-upload-mb", str(UPLOAD_LIMIT_MB))
+    with create_app(config, None, model=served(checkpoints["two"], "model-two")) as app:
+        with app.serve(background=True, quiet=True) as server:
+            yield app, server.url

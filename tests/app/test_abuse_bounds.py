@@ -12,23 +12,24 @@ import gradio as gr
 import httpx
 import psutil
 import pytest
-from app_testing import free_port, image_bytes, served
+from app_testing import app_config, image_bytes, served
 from gradio_client import Client
 
-from app.__main__ import build, check_binding, parse_args, serve
+from app.__main__ import check_binding
+from app.application import create_app
 from app.guard import RateLimiter, Refused
 from classifier.synthetic import hostile_float_tiff
 
 
-def start(tmp_path, checkpoints, *options: str, env: dict | None = None, monkeypatch=None):
-    if env and monkeypatch is not None:
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-    args = parse_args(["--data-dir", str(tmp_path / "feedback"), "--port", str(free_port()), *options])
-    ui, _, _ = build(args)
-    ui.service.holder.swap(served(checkpoints["two"], "model-two"))
-    server, url = serve(ui, args, prevent_thread_lock=True, quiet=True)
-    return ui, server, url
+def start(tmp_path, checkpoints, *options: str, login: tuple[str, str] | None = None):
+    """(app, server, url): the app serving the cat/dog model; `server.close()` stops it and closes the app."""
+    app = create_app(app_config(tmp_path / "feedback", *options), login, model=served(checkpoints["two"], "model-two"))
+    try:
+        server = app.serve(background=True, quiet=True)
+    except BaseException:
+        app.close()
+        raise
+    return app, server, server.url
 
 
 def feedback(url: str, label: str, index: int, **options) -> httpx.Response:
@@ -36,7 +37,7 @@ def feedback(url: str, label: str, index: int, **options) -> httpx.Response:
 
 
 def test_new_label_flood_from_one_client_is_stopped(tmp_path, checkpoints):
-    ui, server, url = start(tmp_path, checkpoints, "--max-new-labels", "5", "--max-new-labels-per-client", "3")
+    app, server, url = start(tmp_path, checkpoints, "--max-new-labels", "5", "--max-new-labels-per-client", "3")
     try:
         statuses = [feedback(url, f"label{i}", 100 + i).status_code for i in range(6)]
         assert statuses == [200, 200, 200, 429, 429, 429]
@@ -47,42 +48,40 @@ def test_new_label_flood_from_one_client_is_stopped(tmp_path, checkpoints):
         assert feedback(url, "label1", 131).status_code == 200
     finally:
         server.close()
-    assert sorted(ui.service.pending_new_labels()) == ["label0", "label1", "label2"]
+    assert sorted(app.service.pending_new_labels()) == ["label0", "label1", "label2"]
 
 
 def test_new_labels_are_bounded_in_all_across_clients(tmp_path, checkpoints):
     from app.guard import LabelPolicy
     from app.service import Guards
 
-    args = parse_args(["--data-dir", str(tmp_path / "feedback")])
-    ui, _, _ = build(args)
-    ui.service.holder.swap(served(checkpoints["two"], "model-two"))
-    ui.service.guards = Guards(RateLimiter(0), LabelPolicy(max_pending=2, max_per_client=5))
-    for index, client in enumerate(["address:a", "address:b"]):
-        ui.service.submit_feedback(image_bytes("cat", 140 + index), f"new{index}", client=client)
-    with pytest.raises(Refused, match="2 new labels are already waiting"):
-        ui.service.submit_feedback(image_bytes("cat", 150), "new9", client="address:c")
+    with create_app(app_config(tmp_path / "feedback"), None, model=served(checkpoints["two"], "model-two")) as app:
+        app.service.guards = Guards(RateLimiter(0), LabelPolicy(max_pending=2, max_per_client=5))
+        for index, client in enumerate(["address:a", "address:b"]):
+            app.service.submit_feedback(image_bytes("cat", 140 + index), f"new{index}", client=client)
+        with pytest.raises(Refused, match="2 new labels are already waiting"):
+            app.service.submit_feedback(image_bytes("cat", 150), "new9", client="address:c")
 
 
 def test_allow_list_mode_accepts_only_the_listed_labels(tmp_path, checkpoints):
-    ui, server, url = start(tmp_path, checkpoints, "--allowed-labels", "cat,dog,rabbit")
+    app, server, url = start(tmp_path, checkpoints, "--allowed-labels", "cat,dog,rabbit")
     try:
         assert feedback(url, "rabbit", 160).status_code == 200
         refused = feedback(url, "hamster", 161)
         assert refused.status_code == 422 and "not one of the allowed labels" in refused.json()["detail"]
     finally:
         server.close()
-    assert [item.label for item in ui.service.store.items()] == ["rabbit"]
+    assert [item.label for item in app.service.store.items()] == ["rabbit"]
 
 
 def test_feedback_rate_is_limited_per_client(tmp_path, checkpoints):
-    ui, server, url = start(tmp_path, checkpoints, "--feedback-per-minute", "2")
+    app, server, url = start(tmp_path, checkpoints, "--feedback-per-minute", "2")
     try:
         statuses = [feedback(url, "cat", 170 + i).status_code for i in range(3)]
         assert statuses == [200, 200, 429]
     finally:
         server.close()
-    assert len(ui.service.store.items()) == 2
+    assert len(app.service.store.items()) == 2
 
 
 def test_rate_limiter_window_slides():
@@ -95,18 +94,16 @@ def test_rate_limiter_window_slides():
     limiter.check("a")
 
 
-def test_publish_needs_a_signed_in_user_when_a_login_is_configured(tmp_path, checkpoints, monkeypatch):
+def test_publish_needs_a_signed_in_user_when_a_login_is_configured(tmp_path, checkpoints):
     _, server, url = start(tmp_path, checkpoints)
     try:  # no login: the app listens on this machine only, whose user may publish
         assert Client(url, verbose=False).predict(api_name="/publish") == "Nothing to publish."
     finally:
         server.close()
-    ui, server, url = start(
-        tmp_path, checkpoints, env={"APP_USERNAME": "ann", "APP_PASSWORD": "pw"}, monkeypatch=monkeypatch
-    )
+    app, server, url = start(tmp_path, checkpoints, login=("ann", "pw"))
     try:
         with pytest.raises(gr.Error, match="need a signed-in user"):
-            ui.publish()  # a call from nobody signed in
+            app.ui.publish()  # a call from nobody signed in
         assert Client(url, auth=("ann", "pw"), verbose=False).predict(api_name="/publish") == "Nothing to publish."
         assert httpx.get(f"{url}api/v1/model").status_code == 401
         assert httpx.get(f"{url}api/v1/model", auth=("ann", "pw")).status_code == 200
@@ -141,7 +138,7 @@ def test_request_bodies_are_bounded_in_memory_together(tmp_path, checkpoints):
 
 def test_four_hostile_tiffs_at_once_stay_within_the_decode_budget(tmp_path, checkpoints):
     budget_mb = 512
-    ui, server, url = start(tmp_path, checkpoints, "--decode-memory-mb", str(budget_mb))
+    app, server, url = start(tmp_path, checkpoints, "--decode-memory-mb", str(budget_mb))
     data = hostile_float_tiff()
     assert len(data) < 300 * 1024
     process = psutil.Process()
@@ -171,4 +168,4 @@ def test_four_hostile_tiffs_at_once_stay_within_the_decode_budget(tmp_path, chec
         server.close()
     assert statuses == [200] * 4  # valid images: served one after another, not refused
     assert (peak - before) / 2**20 < budget_mb
-    assert 0 < ui.service.budget.peak_bytes <= budget_mb * 2**20
+    assert 0 < app.service.budget.peak_bytes <= budget_mb * 2**20

@@ -8,17 +8,17 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from app_testing import UPLOAD_LIMIT_MB, encode, image_bytes, png_header_only
+from app_testing import UPLOAD_LIMIT_MB, app_config, encode, image_bytes, png_header_only
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from app.__main__ import GIL_SWITCH_INTERVAL_S, build, parse_args, serve
+from app.application import GIL_SWITCH_INTERVAL_S, create_app
+from app.config import parse_args
 from app.model_holder import ServedModel
 from classifier.images import InvalidImage, sha256_bytes
 from classifier.predict import Predictor
 from classifier.synthetic import make_image
-from devstack.processes import free_port
 
 
 def upload(tmp_path, data: bytes, name: str = "upload.png"):
@@ -32,7 +32,7 @@ def confidences(label_value: dict) -> dict[str, float]:
 
 
 def test_prediction_covers_every_class_and_reports_latency(local_app, tmp_path):
-    ui, url = local_app
+    app, url = local_app
     client = Client(url, verbose=False)
     for class_name in ("cat", "dog"):
         label, latency_ms = client.predict(
@@ -43,7 +43,7 @@ def test_prediction_covers_every_class_and_reports_latency(local_app, tmp_path):
         assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-4)
         assert label["label"] == class_name
         assert 0 < latency_ms < 10_000
-    assert ui.service.store.items() == []  # predicting alone stores nothing
+    assert app.service.store.items() == []  # predicting alone stores nothing
     shown = client.predict(api_name="/served_model")
     assert "model-two" in shown and "cat, dog" in shown and "dataset-two" in shown
 
@@ -71,7 +71,7 @@ def test_run_history_is_off(local_app):
 
 
 def test_feedback_stores_original_bytes_with_the_prediction(local_app, tmp_path):
-    ui, url = local_app
+    app, url = local_app
     client = Client(url, verbose=False)
     cat, rabbit = image_bytes("cat", 600), image_bytes("rabbit", 601, fmt="JPEG")
 
@@ -81,7 +81,7 @@ def test_feedback_stores_original_bytes_with_the_prediction(local_app, tmp_path)
     again = client.predict(upload(tmp_path, rabbit, "again.jpg"), "dog", api_name="/feedback")
     assert "already stored as **rabbit**" in again
 
-    store = ui.service.store
+    store = app.service.store
     items = {item.label: item for item in store.items()}
     assert set(items) == {"cat", "rabbit"}
     assert store.image_path(items["rabbit"]).read_bytes() == rabbit
@@ -90,7 +90,7 @@ def test_feedback_stores_original_bytes_with_the_prediction(local_app, tmp_path)
     assert items["cat"].model_id == "model-two" and items["cat"].prediction == "cat"
     assert set(items["cat"].probabilities) == {"cat", "dog"}
     assert [(c.label, c.pending, c.published) for c in store.label_counts()] == [("cat", 1, 0), ("rabbit", 1, 0)]
-    assert ui.service.label_choices() == ["cat", "dog", "rabbit"]
+    assert app.service.label_choices() == ["cat", "dog", "rabbit"]
 
 
 @pytest.mark.parametrize(
@@ -98,11 +98,11 @@ def test_feedback_stores_original_bytes_with_the_prediction(local_app, tmp_path)
     [("", "empty"), ("guinea pig", "' '"), ("x" * 40, "at most 32"), ("../../etc", "'.' '/'")],
 )
 def test_invalid_label_is_refused_and_nothing_stored(local_app, tmp_path, label, reason):
-    ui, url = local_app
+    app, url = local_app
     with pytest.raises(AppError, match="label") as error:
         Client(url, verbose=False).predict(upload(tmp_path, image_bytes("cat", 700)), label, api_name="/feedback")
     assert reason in str(error.value)
-    assert ui.service.store.items() == []
+    assert app.service.store.items() == []
 
 
 def _truncated_jpeg() -> bytes:
@@ -129,7 +129,7 @@ REJECTED = {
 
 @pytest.mark.parametrize("case", sorted(REJECTED))
 def test_bad_input_is_refused_with_a_reason_and_nothing_stored(local_app, tmp_path, case):
-    ui, url = local_app
+    app, url = local_app
     make, reason = REJECTED[case]
     client = Client(url, verbose=False)
     with pytest.raises(AppError) as error:
@@ -138,14 +138,14 @@ def test_bad_input_is_refused_with_a_reason_and_nothing_stored(local_app, tmp_pa
     with pytest.raises(AppError) as error:
         client.predict(upload(tmp_path, make()), "cat", api_name="/feedback")
     assert reason in str(error.value)
-    assert ui.service.store.items() == []
+    assert app.service.store.items() == []
     # The app is still serving.
     label, _ = client.predict(upload(tmp_path, image_bytes("dog", 9), "ok.png"), api_name="/predict")
     assert label["label"] == "dog"
 
 
 def test_upload_over_the_size_limit_is_refused(local_app, tmp_path):
-    ui, url = local_app
+    app, url = local_app
     too_big = _noise_png(700)
     assert len(too_big) > UPLOAD_LIMIT_MB * 2**20
     with pytest.raises(ValueError, match="exceeds the maximum file size of 1048576 bytes"):
@@ -155,8 +155,8 @@ def test_upload_over_the_size_limit_is_refused(local_app, tmp_path):
     assert response.status_code == 413
     # The same limit holds in the service itself, whatever transport delivers the bytes.
     with pytest.raises(InvalidImage, match="the limit is 1.0 MiB"):
-        ui.service.predict(too_big)
-    assert ui.service.store.items() == []
+        app.service.predict(too_big)
+    assert app.service.store.items() == []
 
 
 def _animated_gif() -> bytes:
@@ -197,21 +197,21 @@ ACCEPTED = {
 
 @pytest.mark.parametrize("case", sorted(ACCEPTED))
 def test_unusual_but_valid_images_are_classified_and_stored_verbatim(local_app, tmp_path, case):
-    ui, url = local_app
+    app, url = local_app
     make, extension = ACCEPTED[case]
     data = make()
     client = Client(url, verbose=False)
     label, _ = client.predict(upload(tmp_path, data, f"image.{extension}"), api_name="/predict")
     assert sum(confidences(label).values()) == pytest.approx(1.0, abs=1e-4)
     assert "Stored as **cat**" in client.predict(upload(tmp_path, data), "cat", api_name="/feedback")
-    (item,) = ui.service.store.items()
+    (item,) = app.service.store.items()
     assert item.file_name == f"image.{extension}"
-    assert ui.service.store.image_path(item).read_bytes() == data
+    assert app.service.store.image_path(item).read_bytes() == data
 
 
 def test_exif_orientation_is_applied_before_classifying(local_app):
-    ui, _ = local_app
-    assert ui.service.decode(_exif_rotated_jpeg()).size == (48, 96)
+    app, _ = local_app
+    assert app.service.decode(_exif_rotated_jpeg()).size == (48, 96)
 
 
 class RecordingPredictor(Predictor):
@@ -227,28 +227,21 @@ class RecordingPredictor(Predictor):
 
 
 def test_forwards_run_with_the_torch_threads_and_batch_size_the_options_say(tmp_path, checkpoints):
-    args = parse_args(
-        ["--data-dir", str(tmp_path), "--port", str(free_port()), "--cpu-threads", "1", "--max-batch", "4"]
-    )
+    config = app_config(tmp_path, "--cpu-threads", "1", "--max-batch", "4")
     before, switch_before = torch.get_num_threads(), sys.getswitchinterval()
-    ui, _, _ = build(args)
     recording = RecordingPredictor(checkpoints["two"])
-    ui.service.holder.swap(ServedModel("recording", "recording", recording, checkpoints["two"]))
-    demo, url = serve(ui, args, prevent_thread_lock=True, quiet=True)
-    try:
+    model = ServedModel("recording", "recording", recording, checkpoints["two"])
+    with create_app(config, None, model=model) as app, app.serve(background=True, quiet=True) as server:
         files = [("files", (f"{i}.png", image_bytes("cat", 800 + i), "image/png")) for i in range(6)]
-        response = httpx.post(f"{url}api/v1/predict", files=files)
+        response = httpx.post(f"{server.url}api/v1/predict", files=files)
         assert response.status_code == 200, response.text
         assert len(response.json()["predictions"]) == 6
         assert sum(size for size, _ in recording.forwards) == 6
         assert {threads for _, threads in recording.forwards} == {1}
         assert sys.getswitchinterval() == GIL_SWITCH_INTERVAL_S  # the workers get the GIL back soon after each op
         assert max(size for size, _ in recording.forwards) <= 4
-    finally:
-        demo.close()
-        ui.service.inference.close()
-        torch.set_num_threads(before)  # torch's setting and the switch interval are process-wide
-        sys.setswitchinterval(switch_before)
+    # torch's setting and the switch interval are process-wide: closing the app puts them back
+    assert (torch.get_num_threads(), sys.getswitchinterval()) == (before, switch_before)
 
 
 @pytest.mark.parametrize(

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import pytest
-from app_testing import image_bytes, launch, served
+from app_testing import app_config, image_bytes, served
 
-from app.__main__ import build, parse_args
+from app.application import create_app
 from app.model_holder import ServedModel
 from classifier.predict import Predictor
+from common.waiting import wait_until
 
 
 class FirstForwardHeld(Predictor):
@@ -32,50 +32,44 @@ class FirstForwardHeld(Predictor):
 
 @pytest.mark.parametrize("cpu_workers", [0, 2])
 def test_concurrent_requests_are_batched_and_answered_as_by_the_bare_model(tmp_path, checkpoints, cpu_workers):
-    args = parse_args(["--data-dir", str(tmp_path / "feedback"), "--cpu-workers", str(cpu_workers)])
-    ui, _, _ = build(args)
+    config = app_config(tmp_path / "feedback", "--cpu-workers", str(cpu_workers))
     held = FirstForwardHeld(checkpoints["two"])
-    ui.service.holder.swap(ServedModel("held", "held", held, checkpoints["two"]))
     bare = served(checkpoints["two"], "bare").predictor
     payloads = [image_bytes(("cat", "dog")[i % 2], 900 + i) for i in range(6)]
-    demo, url = launch(ui)
     answers: dict[int, dict] = {}
+    app = create_app(config, None, model=ServedModel("held", "held", held, checkpoints["two"]))
+    with app, app.serve(background=True, quiet=True) as server:
 
-    def client(index: int) -> None:
-        response = httpx.post(f"{url}api/v1/predict", content=payloads[index], timeout=60)
-        answers[index] = response.json()["predictions"][0]
+        def client(index: int) -> None:
+            response = httpx.post(f"{server.url}api/v1/predict", content=payloads[index], timeout=60)
+            answers[index] = response.json()["predictions"][0]
 
-    try:
-        first = threading.Thread(target=client, args=(0,))
-        first.start()
-        assert held.inside.wait(30)
-        others = [threading.Thread(target=client, args=(i,)) for i in range(1, len(payloads))]
-        for thread in others:
-            thread.start()
-        deadline = time.monotonic() + 30
-        while ui.service.inference.queued() < len(others):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        held.gate.set()
-        for thread in [first, *others]:
-            thread.join(60)
-    finally:
-        held.gate.set()
-        demo.close()
-        ui.service.inference.close()
+        try:
+            first = threading.Thread(target=client, args=(0,))
+            first.start()
+            assert held.inside.wait(30)
+            others = [threading.Thread(target=client, args=(i,)) for i in range(1, len(payloads))]
+            for thread in others:
+                thread.start()
+            wait_until(lambda: app.inference.queued() >= len(others), 30, "the others to queue", interval=0.01)
+            held.gate.set()
+            for thread in [first, *others]:
+                thread.join(60)
+        finally:
+            held.gate.set()
 
     if cpu_workers == 0:
         assert held.batches == [1, len(others)]  # 6 requests, 2 forwards
     else:  # the lone first on all threads, then the 5 waiting shared by the 2 one-thread workers: 3, 1, 1
         assert held.batches[0] == 1 and max(held.batches[1:]) == 3 and sum(held.batches) == 6
     for index, data in enumerate(payloads):
-        expected = bare.predict(ui.service.decode(data))
+        expected = bare.predict(app.service.decode(data))
         assert answers[index]["probabilities"] == pytest.approx(expected, abs=1e-5)
         assert answers[index]["model_id"] == "held"
 
 
 def test_stopped_inference_workers_answer_503_at_once(local_app):
-    ui, url = local_app
-    ui.service.inference.close()
+    app, url = local_app
+    app.inference.close()
     response = httpx.post(f"{url}api/v1/predict", content=image_bytes("cat", 950), timeout=30)
     assert response.status_code == 503 and "stopped" in response.json()["detail"]

@@ -8,10 +8,10 @@ import subprocess
 import uuid
 
 import pytest
-from app_testing import image_bytes, launch, served
+from app_testing import app_config, image_bytes, served
 from playwright.sync_api import expect, sync_playwright
 
-from app.__main__ import build, parse_args
+from app.application import create_app
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -46,57 +46,51 @@ def replace_upload(page, path) -> None:
 @pytest.mark.browser
 def test_user_predicts_adds_a_label_and_sees_statistics_change(clearml_server, checkpoints, chromium, tmp_path):
     project = f"app-test-{uuid.uuid4().hex[:8]}"
-    ui, _, _ = build(
-        parse_args(["--project", project, "--dataset-project", project, "--data-dir", str(tmp_path / "feedback")])
-    )
-    ui.service.holder.swap(served(checkpoints["two"], "model-two"))
-    demo, url = launch(ui)
+    config = app_config(tmp_path / "feedback", "--project", project, "--dataset-project", project)
+    app = create_app(config, None, model=served(checkpoints["two"], "model-two"))
     photos = []
     for index, class_name in enumerate(["cat", "dog", "cat"]):
         photos.append(tmp_path / f"my-pet-{index}.png")
         photos[-1].write_bytes(image_bytes(class_name, 900 + index, size=128))
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            page = browser.new_page()
-            page.goto(url)
-            expect(page.locator("#served-model")).to_contain_text("model-two", timeout=30_000)
+    with app, app.serve(background=True, quiet=True) as server, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(server.url)
+        expect(page.locator("#served-model")).to_contain_text("model-two", timeout=30_000)
 
-            page.locator("#upload input[type=file]").set_input_files(str(photos[0]))
-            expect(page.locator("#prediction")).to_contain_text("cat", timeout=30_000)
-            expect(page.locator("#prediction")).to_contain_text("dog")
-            expect(page.locator("#latency input")).not_to_have_value("", timeout=10_000)
+        page.locator("#upload input[type=file]").set_input_files(str(photos[0]))
+        expect(page.locator("#prediction")).to_contain_text("cat", timeout=30_000)
+        expect(page.locator("#prediction")).to_contain_text("dog")
+        expect(page.locator("#latency input")).not_to_have_value("", timeout=10_000)
 
-            page.get_by_role("tab", name="Statistics").click()
-            counts = page.locator("#feedback-counts")
-            expect(counts).to_contain_text("0 pending, 0 published", timeout=30_000)
-            page.get_by_role("tab", name="Classify").click()
+        page.get_by_role("tab", name="Statistics").click()
+        counts = page.locator("#feedback-counts")
+        expect(counts).to_contain_text("0 pending, 0 published", timeout=30_000)
+        page.get_by_role("tab", name="Classify").click()
 
-            page.locator("#confirm").click()  # the model was right
-            expect(page.locator("#feedback-message")).to_contain_text("Stored as cat", timeout=30_000)
+        page.locator("#confirm").click()  # the model was right
+        expect(page.locator("#feedback-message")).to_contain_text("Stored as cat", timeout=30_000)
 
-            replace_upload(page, photos[1])
-            page.locator("#new-label textarea").fill("not a label!")
-            page.locator("#submit-new-label").click()
-            expect(page.get_by_text(re.compile("use only lowercase letters")).first).to_be_visible(timeout=30_000)
-            page.locator("#new-label textarea").fill("Rabbit")
-            page.locator("#submit-new-label").click()
-            expect(page.locator("#feedback-message")).to_contain_text("Stored as rabbit", timeout=30_000)
+        replace_upload(page, photos[1])
+        page.locator("#new-label textarea").fill("not a label!")
+        page.locator("#submit-new-label").click()
+        expect(page.get_by_text(re.compile("use only lowercase letters")).first).to_be_visible(timeout=30_000)
+        page.locator("#new-label textarea").fill("Rabbit")
+        page.locator("#submit-new-label").click()
+        expect(page.locator("#feedback-message")).to_contain_text("Stored as rabbit", timeout=30_000)
 
-            replace_upload(page, photos[2])
-            page.locator("#class input").click()
-            page.get_by_role("option", name="rabbit").click()  # the label added a moment ago is offered
-            page.locator("#submit-class").click()
-            expect(page.locator("#feedback-message")).to_contain_text("Stored as rabbit", timeout=30_000)
+        replace_upload(page, photos[2])
+        page.locator("#class input").click()
+        page.get_by_role("option", name="rabbit").click()  # the label added a moment ago is offered
+        page.locator("#submit-class").click()
+        expect(page.locator("#feedback-message")).to_contain_text("Stored as rabbit", timeout=30_000)
 
-            page.get_by_role("tab", name="Statistics").click()
-            expect(counts).to_contain_text("3 pending, 0 published", timeout=30_000)
-            expect(counts).to_contain_text(re.compile(r"cat\s+1\s+0"))
-            expect(counts).to_contain_text(re.compile(r"rabbit\s+2\s+0"))
-            browser.close()
-    finally:
-        demo.close()
-    stored = {item.original_name: (item.label, item.prediction) for item in ui.service.store.items()}
+        page.get_by_role("tab", name="Statistics").click()
+        expect(counts).to_contain_text("3 pending, 0 published", timeout=30_000)
+        expect(counts).to_contain_text(re.compile(r"cat\s+1\s+0"))
+        expect(counts).to_contain_text(re.compile(r"rabbit\s+2\s+0"))
+        browser.close()
+    stored = {item.original_name: (item.label, item.prediction) for item in app.service.store.items()}
     assert stored == {
         "my-pet-0.png": ("cat", "cat"),
         "my-pet-1.png": ("rabbit", "dog"),
@@ -106,19 +100,18 @@ def test_user_predicts_adds_a_label_and_sees_statistics_change(clearml_server, c
 
 @pytest.mark.browser
 def test_reviewer_labels_two_uncertain_uploads_with_the_keyboard(checkpoints, chromium, tmp_path):
-    args = ["--data-dir", str(tmp_path / "feedback"), "--review-keep"]
-    ui, _, _ = build(parse_args(args))
-    ui.service.holder.swap(served(checkpoints["two"], "model-two"))
-    for index, class_name in enumerate(["cat", "dog", "cat"]):
-        ui.service.predict(image_bytes(class_name, 950 + index, size=96))
-    queue = ui.service.review
-    first, second, third = (item.sha256 for item in queue.items())
-    demo, url = launch(ui)
-    try:
-        with sync_playwright() as playwright:
+    app = create_app(
+        app_config(tmp_path / "feedback", "--review-keep"), None, model=served(checkpoints["two"], "model-two")
+    )
+    with app:
+        for index, class_name in enumerate(["cat", "dog", "cat"]):
+            app.service.predict(image_bytes(class_name, 950 + index, size=96))
+        queue = app.service.review
+        first, second, third = (item.sha256 for item in queue.items())
+        with app.serve(background=True, quiet=True) as server, sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             page = browser.new_page()
-            page.goto(url)
+            page.goto(server.url)
             page.get_by_role("tab", name="Review").click()
             info = page.locator("#review-info")
             expect(info).to_contain_text("3 upload(s) to review", timeout=30_000)
@@ -130,8 +123,6 @@ def test_reviewer_labels_two_uncertain_uploads_with_the_keyboard(checkpoints, ch
             page.locator("#review-label textarea").press("Enter")
             expect(info).to_contain_text("1 upload(s) to review", timeout=30_000)
             browser.close()
-    finally:
-        demo.close()
-    stored = {item.sha256: item.label for item in ui.service.store.items()}
+    stored = {item.sha256: item.label for item in app.service.store.items()}
     assert stored == {first: "rabbit", second: "dog"}
     assert [item.sha256 for item in queue.items()] == [third]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from app_testing import image_bytes, register_model, served
+from app_testing import app_config, image_bytes, register_model, served
 from clearml import Task
 
-from app.__main__ import build, parse_args
+from app.application import create_app
 from app.quality import Agreement, PredictionLog, QualityThreshold
 from app.serving_report import ServingReporter
 from loop.serving import DROP_TAG, SERVING_TAG
@@ -80,22 +80,21 @@ def test_log_is_bounded_and_durable(tmp_path):
 
 
 def test_feedback_through_the_app_closes_the_loop_across_a_model_swap(tmp_path, checkpoints):
-    ui, _, _ = build(parse_args(["--data-dir", str(tmp_path / "app")]))
-    service = ui.service
-    service.holder.swap(served(checkpoints["two"], "model-two"))
-    first = service.predict(image_bytes("cat", 300))
-    service.submit_feedback(image_bytes("cat", 300), first.top, prediction=first)
-    service.submit_feedback(image_bytes("dog", 301), "rabbit")  # predicted now, then answered
-    service.holder.swap(served(checkpoints["three"], "model-three"))
-    service.submit_feedback(image_bytes("rabbit", 302), "rabbit")
-    log = service.log
-    assert log.count() == 3  # one prediction per image: the feedback reused the one the user saw
-    two, three = log.quality("model-two"), log.quality("model-three")
-    assert two.agreement == Agreement(2, 1) and two.unknown_labels == 1
-    assert three.predictions == 1 and three.agreement.feedback == 1 and three.unknown_labels == 0
-    frame, text = ui.quality_stats()
-    assert "`model-three` (serving)" in text and "`model-two`" in text
-    assert frame["predictions"].sum() == 1
+    with create_app(app_config(tmp_path / "app"), None, model=served(checkpoints["two"], "model-two")) as app:
+        service = app.service
+        first = service.predict(image_bytes("cat", 300))
+        service.submit_feedback(image_bytes("cat", 300), first.top, prediction=first)
+        service.submit_feedback(image_bytes("dog", 301), "rabbit")  # predicted now, then answered
+        service.holder.swap(served(checkpoints["three"], "model-three"))
+        service.submit_feedback(image_bytes("rabbit", 302), "rabbit")
+        log = service.log
+        assert log.count() == 3  # one prediction per image: the feedback reused the one the user saw
+        two, three = log.quality("model-two"), log.quality("model-three")
+        assert two.agreement == Agreement(2, 1) and two.unknown_labels == 1
+        assert three.predictions == 1 and three.agreement.feedback == 1 and three.unknown_labels == 0
+        frame, text = app.ui.quality_stats()
+        assert "`model-three` (serving)" in text and "`model-two`" in text
+        assert frame["predictions"].sum() == 1
 
 
 def test_figures_reach_the_serving_task_and_a_drop_is_flagged(clearml_server, tmp_path, checkpoints):

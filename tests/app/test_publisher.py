@@ -7,10 +7,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from app_testing import image_bytes
+from app_testing import app_config, image_bytes
 from clearml import Dataset, Task
 
-from app.__main__ import build, parse_args
+from app.application import create_app
 from app.feedback_store import FeedbackStore
 from app.publisher import AutoPublisher, Publisher
 from common.waiting import wait_until
@@ -138,25 +138,26 @@ def test_automatic_publishing_after_t_minutes(clearml_server, store):
 
 def test_statistics_show_feedback_counts_and_versions_with_parents(clearml_server, tmp_path):
     project = unique_project()
-    args = ["--project", project, "--dataset-project", project, "--data-dir", str(tmp_path / "app")]
-    ui, _, _ = build(parse_args(args))
-    add_items(ui.service.store, "cat", [50])
-    first = ui.publish()
-    add_items(ui.service.store, "rabbit", [51, 52])
-    second = ui.publish()
-    add_items(ui.service.store, "dog", [53])
-    assert ui.publish().startswith("Published") and ui.publish() == "Nothing to publish."
+    config = app_config(tmp_path / "app", "--project", project, "--dataset-project", project)
+    with create_app(config, None) as app:
+        ui = app.ui
+        add_items(app.service.store, "cat", [50])
+        first = ui.publish()
+        add_items(app.service.store, "rabbit", [51, 52])
+        second = ui.publish()
+        add_items(app.service.store, "dog", [53])
+        assert ui.publish().startswith("Published") and ui.publish() == "Nothing to publish."
 
-    frame, summary = ui.feedback_stats()
-    assert "0 pending, 4 published" in summary
-    assert sorted(map(tuple, frame.values.tolist())) == [
-        ("cat", "published", 1),
-        ("dog", "published", 1),
-        ("rabbit", "published", 2),
-    ]
-    versions, models = ui.registry_stats()
-    rows = versions[["dataset version", "parents", "files added"]].values.tolist()
-    v3, v2, v1 = (row[0] for row in rows)
-    assert rows == [[v3, v2, 1], [v2, v1, 2], [v1, "—", 1]]
-    assert v1 in first and v2 in second
-    assert models.empty
+        frame, summary = ui.feedback_stats()
+        assert "0 pending, 4 published" in summary
+        assert sorted(map(tuple, frame.values.tolist())) == [
+            ("cat", "published", 1),
+            ("dog", "published", 1),
+            ("rabbit", "published", 2),
+        ]
+        versions, models = ui.registry_stats()
+        rows = versions[["dataset version", "parents", "files added"]].values.tolist()
+        v3, v2, v1 = (row[0] for row in rows)
+        assert rows == [[v3, v2, 1], [v2, v1, 2], [v1, "—", 1]]
+        assert v1 in first and v2 in second
+        assert models.empty

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from app_testing import image_bytes, served
+from app_testing import app_config, image_bytes, served
 
-from app.__main__ import build, parse_args
+from app.application import create_app
 from app.review import ReviewQueue
 
 DAY = 86400.0
@@ -51,26 +51,27 @@ def test_pruned_by_count_keeping_the_least_sure_and_by_age(tmp_path):
 
 
 def test_uploads_are_kept_only_with_consent(tmp_path, checkpoints):
-    without, _, _ = build(parse_args(["--data-dir", str(tmp_path / "off")]))
-    with_consent, _, _ = build(parse_args(["--data-dir", str(tmp_path / "on"), "--review-keep"]))
-    for ui in (without, with_consent):
-        ui.service.holder.swap(served(checkpoints["two"], "model-two"))
-        ui.service.predict(image_bytes("cat", 400))
-    assert without.service.review is None
-    assert not (tmp_path / "off" / "review").exists()
-    (item,) = with_consent.service.review.items()
-    assert with_consent.service.review.image_path(item).read_bytes() == image_bytes("cat", 400)
+    model = served(checkpoints["two"], "model-two")
+    without = create_app(app_config(tmp_path / "off"), None, model=model)
+    with_consent = create_app(app_config(tmp_path / "on", "--review-keep"), None, model=model)
+    with without, with_consent:
+        for app in (without, with_consent):
+            app.service.predict(image_bytes("cat", 400))
+        assert without.service.review is None
+        assert not (tmp_path / "off" / "review").exists()
+        (item,) = with_consent.service.review.items()
+        assert with_consent.service.review.image_path(item).read_bytes() == image_bytes("cat", 400)
 
 
 def test_an_answer_is_ordinary_feedback_on_the_kept_prediction(tmp_path, checkpoints):
-    ui, _, _ = build(parse_args(["--data-dir", str(tmp_path / "app"), "--review-keep"]))
-    service = ui.service
-    service.holder.swap(served(checkpoints["two"], "model-two"))
-    prediction = service.predict(image_bytes("dog", 410))
-    (item,) = service.review.items()
-    assert item.prediction_id == prediction.id
-    service.answer_review(item, "rabbit", client="user:ann")
-    (stored,) = service.store.items()
-    assert (stored.label, stored.prediction, stored.client) == ("rabbit", prediction.top, "user:ann")
-    assert service.review.items() == []
-    assert service.log.count() == 1 and service.log.quality("model-two").agreement.feedback == 1
+    config = app_config(tmp_path / "app", "--review-keep")
+    with create_app(config, None, model=served(checkpoints["two"], "model-two")) as app:
+        service = app.service
+        prediction = service.predict(image_bytes("dog", 410))
+        (item,) = service.review.items()
+        assert item.prediction_id == prediction.id
+        service.answer_review(item, "rabbit", client="user:ann")
+        (stored,) = service.store.items()
+        assert (stored.label, stored.prediction, stored.client) == ("rabbit", prediction.top, "user:ann")
+        assert service.review.items() == []
+        assert service.log.count() == 1 and service.log.quality("model-two").agreement.feedback == 1
