@@ -1,7 +1,7 @@
 """App latency and feedback durability, measured on a running app.
 
-    python benchmarks/app_latency.py                       # EfficientNet-Lite0, 224 px, CPU
-    python benchmarks/app_latency.py --checkpoint model.pt --runs 100
+    python -m benchmarks.app_latency                       # EfficientNet-Lite0, 224 px, CPU
+    python -m benchmarks.app_latency --checkpoint model.pt --runs 100
 
 1. Predict latency, batch 1, on one image: a bare model forward in this process (preprocessing + forward, as
    `Predictor.predict` does it) vs. the same image through the running app's HTTP API (`gradio_client`,
@@ -20,88 +20,19 @@ ClearML server is involved in either measurement).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
+
+from benchmarks.common import default_checkpoint, latency_summary, photo_like_jpeg, start_app, stop
 
 WARMUP = 5
-
-
-def _percentiles(samples_ms: list[float]) -> str:
-    ordered = sorted(samples_ms)
-    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
-    return f"median {statistics.median(ordered):7.1f} ms   p90 {p90:7.1f} ms"
-
-
-def _photo_like_jpeg(seed: int, size: tuple[int, int] = (500, 375)) -> bytes:
-    """A PetImages-sized JPEG with smooth structure and noise (compresses like a photo, unlike pure noise)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0 : size[1], 0 : size[0]]
-    base = np.stack([np.sin(x / rng.uniform(8, 40) + c) * np.cos(y / rng.uniform(8, 40)) for c in range(3)], -1)
-    pixels = np.clip((base * 80 + 128) + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
-def _default_checkpoint(path: Path) -> Path:
-    from classifier.checkpoint import Checkpoint
-    from classifier.model import build_model
-
-    model = build_model("efficientnet_lite0", 3, pretrained=True)
-    return Checkpoint.from_model(model, ["cat", "dog", "rabbit"], 224).save(path)
-
-
-def serve(checkpoint: Path, data_dir: Path, port: int, options: list[str]) -> None:
-    """The app as `python -m app` builds it, serving `checkpoint` instead of a registry model."""
-    from app.__main__ import build, parse_args
-    from app.__main__ import serve as serve_app
-    from app.model_holder import ServedModel
-    from classifier.checkpoint import Checkpoint
-    from classifier.predict import Predictor
-
-    args = parse_args(["--data-dir", str(data_dir), "--port", str(port), *options])
-    ui, _, _ = build(args)
-    loaded = Checkpoint.load(checkpoint)
-    ui.service.holder.swap(ServedModel("benchmark", checkpoint.name, Predictor(loaded), loaded))
-    serve_app(ui, args, quiet=True)
-
-
-def _start_app(checkpoint: Path, data_dir: Path) -> tuple[subprocess.Popen, str]:
-    from common.waiting import wait_until
-    from devstack.processes import free_port
-
-    port = free_port()
-    command = [sys.executable, __file__, "--serve", str(checkpoint), "--data-dir", str(data_dir), "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-    from gradio_client import Client
-
-    def started() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"the app exited with code {process.returncode}")
-        try:
-            return bool(Client(url, verbose=False))
-        except Exception:
-            return False
-
-    try:
-        wait_until(started, 120, "the app to start", interval=0.5)
-    except BaseException:
-        process.kill()
-        raise
-    return process, url
 
 
 class QueueProtocolClient:
@@ -146,7 +77,7 @@ def latency(args, checkpoint: Path, url: str, work: Path) -> None:
     from classifier.images import decode_image
     from classifier.predict import Predictor
 
-    data = _photo_like_jpeg(0)
+    data = photo_like_jpeg(0)
     image_path = work / "photo.jpg"
     image_path.write_bytes(data)
     predictor = Predictor(Checkpoint.load(checkpoint))
@@ -185,12 +116,12 @@ def latency(args, checkpoint: Path, url: str, work: Path) -> None:
     inside = reported["app"] + reported["direct"]
 
     print(f"Predict latency, batch 1, {args.runs} runs each, {image.size[0]}x{image.size[1]} JPEG")
-    print(f"  bare model (preprocess + forward)       {_percentiles(samples['bare'])}")
-    print(f"  forward only (tensor ready)             {_percentiles(samples['forward'])}")
-    print(f"  app via gradio_client /predict          {_percentiles(samples['app'])}")
-    print(f"  app via the same protocol, no sleeps    {_percentiles(samples['direct'])}")
-    print(f"    inside the app (decode + predict)     {_percentiles(inside)}")
-    print(f"  gradio_client round trip, no work       {_percentiles(samples['no_op'])}")
+    print(f"  bare model (preprocess + forward)       {latency_summary(samples['bare'])}")
+    print(f"  forward only (tensor ready)             {latency_summary(samples['forward'])}")
+    print(f"  app via gradio_client /predict          {latency_summary(samples['app'])}")
+    print(f"  app via the same protocol, no sleeps    {latency_summary(samples['direct'])}")
+    print(f"    inside the app (decode + predict)     {latency_summary(inside)}")
+    print(f"  gradio_client round trip, no work       {latency_summary(samples['no_op'])}")
     print(f"  ratio app via gradio_client / bare:     {median['app'] / median['bare']:.2f}  (goal <= 1.2)")
     print(f"  ratio app via the protocol / bare:      {median['direct'] / median['bare']:.2f}")
     print(f"  ratio inside the app / bare:            {statistics.median(inside) / median['bare']:.2f}")
@@ -204,7 +135,7 @@ def submit_feedback(args, url: str, work: Path) -> tuple[list[tuple[Path, str]],
     submissions = []
     for index in range(args.submissions):
         path = work / f"feedback_{index}.jpg"
-        path.write_bytes(_photo_like_jpeg(1000 + index, size=(320, 240)))
+        path.write_bytes(photo_like_jpeg(1000 + index, size=(320, 240)))
         submissions.append((path, labels[index % len(labels)]))
     acknowledged, errors = [], []
     lock = threading.Lock()
@@ -257,27 +188,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--submissions", type=int, default=50)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--app-option", action="append", default=[], help=argparse.SUPPRESS)  # for app_rest.py
     args = parser.parse_args()
-    if args.serve:
-        serve(args.serve, args.data_dir, args.port, args.app_option)
-        return
 
     print(f"CPU cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, torch {torch.__version__}")
     with tempfile.TemporaryDirectory(prefix="app-latency-") as tmp:
         work = Path(tmp)
-        checkpoint = args.checkpoint or _default_checkpoint(work / "model.pt")
+        checkpoint = args.checkpoint or default_checkpoint(work / "model.pt")
         data_dir = work / "feedback"
-        process, url = _start_app(checkpoint, data_dir)
+        process, url = start_app(checkpoint, data_dir)
         try:
             latency(args, checkpoint, url, work)
             acknowledged, errors, seconds = submit_feedback(args, url, work)
         finally:
-            process.kill()  # SIGKILL, as a crash: acknowledged feedback must be on disk already
-            process.wait()
+            stop(process)  # SIGKILL, as a crash: acknowledged feedback must be on disk already
         report_feedback(args, acknowledged, errors, seconds, data_dir)
 
 

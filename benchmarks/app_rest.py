@@ -1,8 +1,8 @@
 """The REST API's latency and throughput against the bare model, and the app's memory under hostile uploads.
 
-    python benchmarks/app_rest.py                          # EfficientNet-Lite0, 224 px, CPU
-    python benchmarks/app_rest.py --runs 100 --seconds 20
-    python benchmarks/app_rest.py --client httpx           # clients on httpx instead of http.client
+    python -m benchmarks.app_rest                          # EfficientNet-Lite0, 224 px, CPU
+    python -m benchmarks.app_rest --runs 100 --seconds 20
+    python -m benchmarks.app_rest --client httpx           # clients on httpx instead of http.client
 
 1. Latency, batch 1: `POST /api/v1/predict` (raw JPEG body, plain `http.client` on a kept-alive connection) vs. a
    bare forward in this process (decode + preprocess + forward, as `Predictor.predict` does it), same image, same
@@ -18,7 +18,7 @@
 3. Memory: 4 concurrent 6000x6000 float TIFFs (225 KiB each): the app process's peak RSS (psutil) over its
    RSS before, against the decode budget (`--decode-memory-mb`).
 
-The app runs in a subprocess built as `python -m app` builds it (`benchmarks/app_latency.py --serve`), serving
+The app runs in a subprocess built as `python -m app` builds it (`benchmarks.common.start_app`), serving
 the checkpoint directly; no ClearML server is involved. The clients share the machine's cores with the app.
 """
 
@@ -29,8 +29,6 @@ import http.client
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -42,33 +40,10 @@ import psutil
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from app_latency import _default_checkpoint, _photo_like_jpeg  # noqa: E402
-
-from classifier.synthetic import hostile_float_tiff  # noqa: E402
-from devstack.processes import free_port  # noqa: E402
+from benchmarks.common import default_checkpoint, photo_like_jpeg, start_app, stop
+from classifier.synthetic import hostile_float_tiff
 
 WARMUP = 5
-
-
-def start_app(checkpoint: Path, data_dir: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    script = Path(__file__).resolve().parent / "app_latency.py"
-    command = [sys.executable, str(script), "--serve", str(checkpoint), "--data-dir", str(data_dir)]
-    command += ["--port", str(port), *[f"--app-option={option}" for option in extra]]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(url + "healthz").json()["model_id"]:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError("the app did not start")
-        time.sleep(0.3)
 
 
 def bare_throughput(predictor, image: Image.Image, seconds: float) -> dict[tuple[int, int], float]:
@@ -140,12 +115,12 @@ class HttpClient:
 
 def rest_throughput(url: str, data: bytes, clients: int, seconds: float, kind: str) -> float:
     done = [0] * clients
-    stop = time.monotonic() + seconds
+    deadline = time.monotonic() + seconds
 
     def client(index: int) -> None:
         http_client = HttpClient(url, kind)
         try:
-            while time.monotonic() < stop:
+            while time.monotonic() < deadline:
                 http_client.predict(data)
                 done[index] += 1
         finally:
@@ -207,12 +182,12 @@ def main() -> None:
     print(f"CPU cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, torch {torch.__version__}")
     with tempfile.TemporaryDirectory(prefix="app-rest-") as tmp:
         work = Path(tmp)
-        checkpoint = args.checkpoint or _default_checkpoint(work / "model.pt")
+        checkpoint = args.checkpoint or default_checkpoint(work / "model.pt")
         extra = ["--decode-memory-mb", str(args.decode_memory_mb)]
         extra += ["--max-upload-mb", "20"]
         process, url = start_app(checkpoint, work / "feedback", extra)
         try:
-            data = _photo_like_jpeg(0)
+            data = photo_like_jpeg(0)
             predictor = Predictor(Checkpoint.load(checkpoint))
             client = HttpClient(url, args.client)
             variants = {
@@ -264,8 +239,7 @@ def main() -> None:
                 try:
                     rate = rest_throughput(other_url, data, args.clients, args.seconds, args.client)
                 finally:
-                    other.kill()
-                    other.wait()
+                    stop(other)
                 print(f"  REST, {args.clients} concurrent clients, app {' '.join(option)}: {rate:.1f} img/s")
 
             size, before, peak, statuses = hostile_memory(url, process.pid)
@@ -275,8 +249,7 @@ def main() -> None:
                 f"statuses {sorted(statuses)}"
             )
         finally:
-            process.kill()
-            process.wait()
+            stop(process)
 
 
 if __name__ == "__main__":

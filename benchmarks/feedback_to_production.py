@@ -7,7 +7,7 @@ the pipeline in `head` mode. The base version (1,000 generated 64 px images of c
 first, untimed, which also fills the embedding cache; then each feedback version adds new images (a new class
 in the first one) and is timed from `finalize()` until a model trained on it carries the production tag.
 
-    python benchmarks/feedback_to_production.py [--base-images 1000] [--feedback-images 20] [--repeats 2]
+    python -m benchmarks.feedback_to_production [--base-images 1000] [--feedback-images 20] [--repeats 2]
 """
 
 from __future__ import annotations

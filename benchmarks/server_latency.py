@@ -1,6 +1,6 @@
 """Latency of the embedded ClearML server at scale, before and after, in one run; and SDK flows (a)+(b).
 
-    .venv/bin/python benchmarks/server_latency.py [--tasks 10000 --models 200 --events 1000000]
+    .venv/bin/python -m benchmarks.server_latency [--tasks 10000 --models 200 --events 1000000]
                                                   [--requests 100] [--before 9569a34] [--skip-flows]
 
 For each server ("before": the code at commit ``--before``, extracted with ``git archive``; "after": this tree)
@@ -27,7 +27,6 @@ import json
 import multiprocessing
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -39,10 +38,10 @@ from pathlib import Path
 import psutil
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.common import ServerProcess, percentile
+from localserver import start_server_process
 
-from localserver import start_server_process  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PROJECTS = 20
 EVENT_TASKS = 100
@@ -120,40 +119,6 @@ def extract(commit: str, target: Path) -> Path:
     return target
 
 
-class Server:
-    """``python -m localserver serve`` from ``code_dir`` on a seeded data dir."""
-
-    def __init__(self, code_dir: Path, data_dir: Path):
-        ready = data_dir / "ready.json"
-        env = {**os.environ, "PYTHONPATH": str(code_dir)}
-        for key in ("CLEARML_API_ACCESS_KEY", "CLEARML_API_SECRET_KEY"):
-            env.pop(key, None)
-        command = [sys.executable, "-m", "localserver", "serve", "--data-dir", str(data_dir), "--port", "0"]
-        log = open(data_dir / "server.log", "ab")  # noqa: SIM115 - owned by the child
-        self.process = subprocess.Popen(
-            [*command, "--ready-file", str(ready)], env=env, cwd=code_dir, stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server in {code_dir} did not start; see {data_dir / 'server.log'}")
-            time.sleep(0.05)
-        info = json.loads(ready.read_text())
-        self.port = info["port"]
-        self.api_url = f"http://127.0.0.1:{self.port}"
-        response = requests.get(f"{self.api_url}/auth.login", auth=(info["access_key"], info["secret_key"]), timeout=30)
-        self.token = response.json()["data"]["token"]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
 _start_together = None
 
 
@@ -190,7 +155,9 @@ def client(args) -> list[float]:
     return latencies
 
 
-def measure(pool_context, server: Server, endpoint: str, body: dict, clients: int, per_client: int, library: str):
+def measure(
+    pool_context, server: ServerProcess, endpoint: str, body: dict, clients: int, per_client: int, library: str
+):
     barrier = pool_context.Barrier(clients)
     with pool_context.Pool(clients, initializer=_client_process, initargs=(barrier,)) as pool:
         arguments = [(server.port, server.token, endpoint, body, per_client, library, k) for k in range(clients)]
@@ -198,7 +165,7 @@ def measure(pool_context, server: Server, endpoint: str, body: dict, clients: in
     return [latency for latencies in results for latency in latencies]
 
 
-def unauthenticated_body_growth(server: Server) -> float:
+def unauthenticated_body_growth(server: ServerProcess) -> float:
     """Peak RSS growth (MB) of the server while a client without credentials streams 1 GB chunked."""
     process = psutil.Process(server.process.pid)
     baseline = process.memory_info().rss
@@ -233,10 +200,6 @@ def unauthenticated_body_growth(server: Server) -> float:
     return (peak - baseline) / 1e6
 
 
-def percentile(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-
-
 def run_server(label: str, code_dir: Path, work: Path, args, rows: dict) -> None:
     data_dir = work / label
     data_dir.mkdir()
@@ -250,7 +213,7 @@ def run_server(label: str, code_dir: Path, work: Path, args, rows: dict) -> None
         check=True,
     )
     print(f"{label}: seeded in {time.perf_counter() - start:.0f} s", flush=True)
-    server = Server(code_dir, data_dir)
+    server = ServerProcess(code_dir, data_dir)
     pool_context = multiprocessing.get_context("spawn")
     get_all = {
         "project": ["project-03"],

@@ -1,8 +1,8 @@
 """Training throughput: the real data loader vs. the same training step on synthetic tensors; `head` retrain time
 on cached embeddings; embedding pass rate.
 
-    python benchmarks/training_throughput.py                      # CPU here: both backbones, 224 px
-    python benchmarks/training_throughput.py --device cuda --batch-size 128 --steps 30 --num-workers 12
+    python -m benchmarks.training_throughput                      # CPU here: both backbones, 224 px
+    python -m benchmarks.training_throughput --device cuda --batch-size 128 --steps 30 --num-workers 12
 
 The real loader reads generated JPEGs (PetImages-like size, --source-size) from disk, decodes them with
 `images.decode_image`, applies the seed augmentation and feeds `FullTrainStep`, the step `train()` uses. The

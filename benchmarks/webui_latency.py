@@ -1,7 +1,7 @@
 """Server time of the web UI's pages on a large store (issue 10's goals: p95 <= 100 ms for the tasks table and
 a task page; <= 300 ms for the scalars chart data of a 100,000-point series, downsampled).
 
-    .venv/bin/python benchmarks/webui_latency.py [--tasks 5000] [--models 200] [--events 1000000] [--requests 30]
+    .venv/bin/python -m benchmarks.webui_latency [--tasks 5000] [--models 200] [--events 1000000] [--requests 30]
 
 Seeds a temporary store in bulk (:func:`seed`: one project of ``--tasks`` tasks with last metrics, ``--models``
 models, ``--events`` scalar events of which 100,000 form one series of one task, the rest spread over other
@@ -13,23 +13,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
-from starlette.applications import Starlette  # noqa: E402
-from starlette.testclient import TestClient  # noqa: E402
-
-from localserver import LocalServer  # noqa: E402
-from localserver.api import Context, events, new_id  # noqa: E402
-from localserver.api import models as models_api  # noqa: E402
-from localserver.api import projects as projects_api  # noqa: E402
-from localserver.api import tasks as tasks_api  # noqa: E402
-from localserver.auth import USER_ID  # noqa: E402
-from localserver.webui import routes  # noqa: E402
+from benchmarks.common import percentile
+from localserver import LocalServer
+from localserver.api import Context, events, new_id
+from localserver.api import models as models_api
+from localserver.api import projects as projects_api
+from localserver.api import tasks as tasks_api
+from localserver.auth import USER_ID
+from localserver.webui import routes
 
 LONG_SERIES = 100_000
 BATCH = 50_000
@@ -114,11 +111,6 @@ def measure(client: TestClient, path: str, count: int) -> list[float]:
     return timings
 
 
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=5000)
@@ -147,9 +139,9 @@ def main() -> None:
         for name, (path, goal) in pages.items():
             measure(client, path, 2)  # warm caches
             timings = measure(client, path, args.requests)
-            verdict = "ok" if p95(timings) <= goal else "OVER"
+            verdict = "ok" if percentile(timings, 95) <= goal else "OVER"
             print(
-                f"{name:48} {statistics.median(timings):8.1f} {p95(timings):8.1f} {max(timings):8.1f}"
+                f"{name:48} {statistics.median(timings):8.1f} {percentile(timings, 95):8.1f} {max(timings):8.1f}"
                 f"  p95 <= {goal} ms: {verdict}"
             )
         points = client.get(pages[f"scalars chart data, {LONG_SERIES:,}-point series"][0]).json()
