@@ -244,9 +244,7 @@ def create_app(config: AppConfig, login: Login | None, *, model: ServedModel | N
     )
     guards = Guards(
         feedback_rate=RateLimiter(config.feedback_per_minute, 60.0),
-        labels=LabelPolicy(
-            config.max_new_labels, config.max_new_labels_per_client, config.allowed_label_set or None
-        ),
+        labels=LabelPolicy(config.max_new_labels, config.max_new_labels_per_client, config.allowed_label_set or None),
     )
     review = None
     if config.review_keep:

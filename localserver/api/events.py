@@ -19,6 +19,7 @@ from . import tasks as tasks_api
 # Points per series of scalar_metrics_iter_histogram: the SDK documents at most 5,000 (get_reported_scalars);
 # longer series are averaged over buckets of iterations, as the real server downsamples.
 MAX_SAMPLES = 5000
+SINGLE_VALUE_ITER = -(2**31)  # the iteration of the SDK's report_single_value
 # Debug-image iterations per metric in one page when the request gives no ``iters`` (the SDK's
 # MAX_SERIES_PER_METRIC default), and at most.
 DEFAULT_IMAGE_ITERATIONS = 100
@@ -264,7 +265,7 @@ def _metric_filter(metrics) -> dict[str, list[str]] | None:
 def get_task_single_value_metrics(ctx: Context, body: dict) -> dict:
     result = []
     for task_id in id_list(body.get("tasks")):
-        values = [e for e in _task_events(ctx, {"task": task_id}, [SCALAR]) if e.get("iter") == -(2**31)]
+        values = [e for e in _task_events(ctx, {"task": task_id}, [SCALAR]) if e.get("iter") == SINGLE_VALUE_ITER]
         result.append({"task": task_id, "values": values})
     return {"tasks": result}
 

@@ -11,6 +11,7 @@ from urllib.parse import quote
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..api.events import SINGLE_VALUE_ITER
 from .core import Invalid, NotFound, View, WebUI, bounded_int, choice, task_url, text_field
 from .lookups import get_project, get_task, project_names
 
@@ -169,7 +170,11 @@ def tasks_query(project: dict | None, filters: dict) -> dict:
 def tasks_page(view: View):
     project = get_project(view, view.path["project"])
     filters = table_filters(view)
-    tasks = view.api("tasks.get_all", tasks_query(project, filters))["tasks"]
+    query = tasks_query(project, filters)
+    tasks = view.api("tasks.get_all", query)["tasks"]
+    total = filters["page"] * filters["size"] + len(tasks)
+    if len(tasks) == filters["size"] or filters["page"]:  # more pages than this one: count them all
+        total = tasks_total(view, query)
     available = metric_columns(tasks)
     chosen = [tuple(c.split("/", 1)) for c in filters["col"]] or available[:3]
     rows = [{**t, "metrics": [last_value(t, m, v) for m, v in chosen]} for t in tasks]
@@ -192,8 +197,16 @@ def tasks_page(view: View):
         page_sizes=PAGE_SIZES,
         columns=chosen,
         available_columns=available,
-        has_next=len(tasks) == filters["size"],
+        total=total,
+        first=filters["page"] * filters["size"] + 1,
+        has_next=filters["page"] * filters["size"] + len(tasks) < total,
     )
+
+
+def tasks_total(view: View, query: dict) -> int:
+    """How many tasks the table's filters match, on every page (the API's get_all has no total: ids only)."""
+    unpaged = {key: value for key, value in query.items() if key not in ("page", "page_size", "order_by")}
+    return len(view.api("tasks.get_all", {**unpaged, "only_fields": ["id"]})["tasks"])
 
 
 def tab_of(tab_path: str) -> str:
@@ -214,6 +227,8 @@ def task_page(view: View):
         context["queue_name"] = queue_name(view, (task.get("execution") or {}).get("queue"))
     elif tab == "output/log":
         context.update(console(view, task))
+    elif tab == "output/metrics/scalar":
+        context["single_values"] = single_values(view, task["id"])
     elif tab == "output/metrics/plots":
         context["plots"] = latest_plots(view, task["id"])
     elif tab == "output/debugImages":
@@ -464,9 +479,40 @@ def scalars(view: View, task_id: str, samples: int | None) -> dict:
     return view.api("events.scalar_metrics_iter_histogram", body)
 
 
+def single_values(view: View, task_id: str) -> list[dict]:
+    """The values the SDK reports with ``report_single_value`` (iteration ``SINGLE_VALUE_ITER``), by metric."""
+    found = view.api("events.get_task_single_value_metrics", {"tasks": [task_id]})["tasks"]
+    values = found[0]["values"] if found else []
+    return sorted(values, key=lambda event: (str(event.get("metric")), str(event.get("variant"))))
+
+
+def without_single_values(series: dict, x_axis: str, values: list[dict]) -> dict:
+    """The charts' series less the single values, which are no series (the page shows them as a table): by
+    iteration, their points at ``SINGLE_VALUE_ITER``; by time, the series that hold nothing else."""
+    counts: dict[tuple[str, str], int] = {}
+    for event in values:
+        key = (event.get("metric"), event.get("variant"))
+        counts[key] = counts.get(key, 0) + 1
+    charts: dict = {}
+    for metric, variants in series.items():
+        for variant, line in variants.items():
+            points = list(zip(line.get("x") or [], line.get("y") or [], strict=False))
+            if x_axis == "iter":
+                points = [(x, y) for x, y in points if x != SINGLE_VALUE_ITER]
+            elif len(points) <= counts.get((metric, variant), 0):
+                points = []
+            if points:
+                xs, ys = zip(*points, strict=True)
+                charts.setdefault(metric, {})[variant] = {**line, "x": list(xs), "y": list(ys)}
+    return charts
+
+
 def scalars_json(view: View):
+    """The charts' series (single values left out: the scalars tab shows them as a table)."""
     samples = bounded_int(view.query.get("samples"), 10, 100_000, SCALAR_SAMPLES, "samples")
-    return JSONResponse(scalars(view, view.path["task"], samples))
+    task_id = view.path["task"]
+    series = scalars(view, task_id, samples)
+    return JSONResponse(without_single_values(series, view.query.get("x") or "iter", single_values(view, task_id)))
 
 
 def scalars_csv(view: View):

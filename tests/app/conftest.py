@@ -38,6 +38,6 @@ def checkpoints(tmp_path_factory) -> dict[str, Checkpoint]:
 def local_app(tmp_path, checkpoints):
     """(app, url): the app as `python -m app` wires it, serving the cat/dog model; it makes no ClearML call."""
     config = app_config(tmp_path / "feedback", "--max-upload-mb", str(UPLOAD_LIMIT_MB))
-    with create_app(config, None, model=served(checkpoints["two"], "model-two")) as app:
-        with app.serve(background=True, quiet=True) as server:
-            yield app, server.url
+    app = create_app(config, None, model=served(checkpoints["two"], "model-two"))
+    with app, app.serve(background=True, quiet=True) as server:
+        yield app, server.url

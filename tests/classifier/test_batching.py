@@ -16,6 +16,7 @@ from classifier.checkpoint import Checkpoint
 from classifier.model import build_model
 from classifier.predict import Predictor
 from classifier.synthetic import make_image
+from common.waiting import wait_until
 
 
 def tiny_predictor(classes: list[str], seed: int = 0) -> Predictor:
@@ -69,10 +70,7 @@ def hold(inference: InferenceWorkers) -> GatedPredictor:
 
 
 def wait_until_queued(inference: InferenceWorkers, count: int) -> None:
-    deadline = time.monotonic() + 30
-    while inference.queued() < count:
-        assert time.monotonic() < deadline, f"{inference.queued()} of {count} requests queued"
-        time.sleep(0.01)
+    wait_until(lambda: inference.queued() >= count, 30, f"{count} requests queued", interval=0.01)
 
 
 def test_concurrent_requests_share_one_forward_with_the_results_of_a_direct_one(inference):
@@ -222,10 +220,7 @@ class Recording(Predictor):
                 self._inside.remove(worker)
 
     def wait_for_forwards(self, count: int) -> None:
-        deadline = time.monotonic() + 30
-        while len(self.forwards) < count:
-            assert time.monotonic() < deadline, f"{len(self.forwards)} of {count} forwards started"
-            time.sleep(0.01)
+        wait_until(lambda: len(self.forwards) >= count, 30, f"{count} forwards started", interval=0.01)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -15,6 +14,7 @@ import requests
 from gradio_client import Client, handle_file
 
 from classifier.synthetic import make_image
+from common.waiting import wait_until
 from devstack.processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -59,12 +59,14 @@ def test_make_run_serves_a_production_model_and_stops_cleanly_on_ctrl_c(tmp_path
     seen: set[int] = set()
     log = tmp_path / "make-run.log"
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while "app ready" not in log.read_text(errors="replace"):
+
+        def app_ready() -> bool:
+            nonlocal seen
             assert make.poll() is None, f"make run exited early:\n{log.read_text(errors='replace')[-5000:]}"
-            assert time.monotonic() < deadline, f"no app after {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-5000:]}"
             seen |= descendants(make.pid)
-            time.sleep(2)
+            return "app ready" in log.read_text(errors="replace")
+
+        wait_until(app_ready, STARTUP_TIMEOUT_S, "make run to start the app", interval=2)
         seen |= descendants(make.pid)
         assert "production model:" in log.read_text()
         assert f"web UI: http://127.0.0.1:{server_port} (sign in with access key" in log.read_text()

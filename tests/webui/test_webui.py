@@ -294,6 +294,25 @@ def test_the_tasks_table_filters_sorts_and_pages_with_filters_in_the_url(ui):
     assert re.findall(r">(run-\d)</a>", page) == ["run-3"]
 
 
+def test_the_tasks_table_says_how_many_tasks_match_on_every_page(ui):
+    project = ui.call("projects.create", {"name": "counted"})["id"]
+    for index in range(7):
+        ui.call("tasks.create", {"name": f"run-{index}", "project": project, "tags": ["even"] if index % 2 == 0 else []})
+    make_task(ui, "elsewhere")
+    ui.sign_in()
+
+    def total(query: str) -> str:
+        page = ui.http.get(f"/projects/{project}/tasks?{query}").text
+        return re.search(r'id="tasks-total">([^<]*)<', page).group(1), 'id="next-page"' in page
+
+    assert total("size=3") == ("1–3 of 7 tasks", True)
+    assert total("size=3&page=2") == ("7–7 of 7 tasks", False)
+    assert total("size=25") == ("1–7 of 7 tasks", False)
+    assert total("tag=even&size=2&page=1") == ("3–4 of 4 tasks", False)  # the last page: no next link
+    assert total("name=run-3") == ("1–1 of 1 task", False)
+    assert total("name=nothing") == ("0 tasks", False)
+
+
 def scalar(task_id, metric, variant, iteration, value):
     stamp = 1_700_000_000_000 + iteration
     return {
@@ -350,6 +369,28 @@ def test_scalars_json_and_csv(ui):
     csv = ui.http.get(f"/_ui/tasks/{task_id}/scalars.csv")
     assert csv.headers["content-type"].startswith("text/csv")
     assert csv.text.splitlines()[:3] == ["metric,variant,iter,value", "loss,a,0,0.0", "loss,a,1,0.5"]
+
+
+def test_single_values_are_a_table_on_the_scalars_tab_not_a_chart(ui):
+    """`Logger.report_single_value` writes a scalar at iteration -2^31 under "Summary"; it is shown as a table,
+    and left out of the charts (by iteration an x axis at -2.1 billion; by time a one-point line)."""
+    task_id = make_task(ui)
+    hostile = "<b>best</b>"
+    single = [scalar(task_id, "Summary", name, -(2**31), value) for name, value in (("accuracy", 0.93), (hostile, 7))]
+    series = [scalar(task_id, "loss", "train", i, 1.0 / (i + 1)) for i in range(3)]
+    series.append(scalar(task_id, "loss", "train", -(2**31), 0.2))  # a single value beside a series of its name
+    ui.call("events.add_batch", {"requests": [*single, *series]})
+    ui.sign_in()
+    page = ui.http.get(f"/projects/*/tasks/{task_id}/output/metrics/scalar").text
+    table = page.split('id="single-values"')[1].split("</table>")[0]
+    rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td>", table)
+    assert rows == [("Summary", "&lt;b&gt;best&lt;/b&gt;", "7"), ("Summary", "accuracy", "0.93"), ("loss", "train", "0.2")]
+    by_iteration = ui.http.get(f"/_ui/tasks/{task_id}/scalars").json()
+    assert by_iteration == {"loss": {"train": {"name": "train", "x": [0, 1, 2], "y": [1.0, 0.5, 1 / 3]}}}
+    by_time = ui.http.get(f"/_ui/tasks/{task_id}/scalars?x=timestamp").json()
+    assert list(by_time) == ["loss"] and len(by_time["loss"]["train"]["x"]) == 4
+    plain = make_task(ui, "no-single-values")
+    assert 'id="single-values"' not in ui.http.get(f"/projects/*/tasks/{plain}/output/metrics/scalar").text
 
 
 def test_files_are_proxied_only_for_a_session_and_only_from_the_store(ui):

@@ -9,13 +9,13 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from common.waiting import wait_until
 from devstack.processes import run_in_own_group
 
 HERE = Path(__file__).parent
@@ -106,10 +106,7 @@ def test_clone_edit_enqueue_watch_compare(clearml_server, live_ui, browser_page,
     page.click("#save-params")
     expect(page.locator("#p-General-epochs")).to_have_value("3")
     shot(page, "task-configuration-draft")
-    deadline = time.monotonic() + 60
-    while not api().queues.get_all(name=f"^{queue}$"):
-        assert time.monotonic() < deadline, "the agent did not create its queue"
-        time.sleep(0.5)
+    wait_until(lambda: api().queues.get_all(name=f"^{queue}$"), 60, "the agent to create its queue")
     page.reload()
     page.select_option("#enqueue-form select[name=queue]", label=queue)
     page.click("#enqueue-form button")
