@@ -297,7 +297,9 @@ def test_the_tasks_table_filters_sorts_and_pages_with_filters_in_the_url(ui):
 def test_the_tasks_table_says_how_many_tasks_match_on_every_page(ui):
     project = ui.call("projects.create", {"name": "counted"})["id"]
     for index in range(7):
-        ui.call("tasks.create", {"name": f"run-{index}", "project": project, "tags": ["even"] if index % 2 == 0 else []})
+        ui.call(
+            "tasks.create", {"name": f"run-{index}", "project": project, "tags": ["even"] if index % 2 == 0 else []}
+        )
     make_task(ui, "elsewhere")
     ui.sign_in()
 
@@ -384,7 +386,11 @@ def test_single_values_are_a_table_on_the_scalars_tab_not_a_chart(ui):
     page = ui.http.get(f"/projects/*/tasks/{task_id}/output/metrics/scalar").text
     table = page.split('id="single-values"')[1].split("</table>")[0]
     rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td>", table)
-    assert rows == [("Summary", "&lt;b&gt;best&lt;/b&gt;", "7"), ("Summary", "accuracy", "0.93"), ("loss", "train", "0.2")]
+    assert rows == [
+        ("Summary", "&lt;b&gt;best&lt;/b&gt;", "7"),
+        ("Summary", "accuracy", "0.93"),
+        ("loss", "train", "0.2"),
+    ]
     by_iteration = ui.http.get(f"/_ui/tasks/{task_id}/scalars").json()
     assert by_iteration == {"loss": {"train": {"name": "train", "x": [0, 1, 2], "y": [1.0, 0.5, 1 / 3]}}}
     by_time = ui.http.get(f"/_ui/tasks/{task_id}/scalars?x=timestamp").json()
