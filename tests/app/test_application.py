@@ -17,15 +17,20 @@ from app.application import GIL_SWITCH_INTERVAL_S, App, create_app
 from app.config import AppConfig, parse_args
 
 
-def process_state() -> tuple[int, float, set[str]]:
-    return torch.get_num_threads(), sys.getswitchinterval(), {thread.name for thread in threading.enumerate()}
+def process_settings() -> tuple[int, float]:
+    return torch.get_num_threads(), sys.getswitchinterval()
+
+
+def thread_idents() -> set[int]:
+    return {thread.ident for thread in threading.enumerate()}
 
 
 def test_create_app_changes_nothing_process_wide_until_start(tmp_path, checkpoints):
-    before = process_state()
+    before, threads_before = process_settings(), thread_idents()
     app = create_app(app_config(tmp_path, "--cpu-workers", "2"), None, model=served(checkpoints["two"], "two"))
     try:
-        assert process_state() == before
+        assert process_settings() == before
+        assert thread_idents() - threads_before == set()  # threads of earlier tests may end meanwhile
         assert App.threads() == []
         app.start()
         app.start()  # a second start does nothing
@@ -35,7 +40,7 @@ def test_create_app_changes_nothing_process_wide_until_start(tmp_path, checkpoin
     finally:
         app.close()
     assert App.threads() == []
-    assert process_state()[:2] == before[:2]
+    assert process_settings() == before
     app.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         app.start()
