@@ -9,6 +9,7 @@ served (`App.serve`), uvicorn's lifespan startup calls `start()` and its shutdow
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -62,6 +63,7 @@ class App:
         self.service, self.publisher, self.auto_publisher = service, publisher, auto_publisher
         self.watcher, self.ui = watcher, ui
         self.reporter = None  # the serving task's reporter, made by `start()` when `report_interval` > 0
+        self._loop: asyncio.AbstractEventLoop | None = None  # the serving event loop, once the lifespan started
         self.asgi, self.blocks = self._asgi_app()
         self._lock = threading.Lock()
         self._started = self._closed = False
@@ -187,6 +189,7 @@ class App:
 
         @contextlib.asynccontextmanager
         async def lifespan(_asgi: FastAPI):
+            self._loop = asyncio.get_running_loop()
             try:  # a start that failed halfway still stops what it started
                 self.start()
                 yield
@@ -222,7 +225,15 @@ class App:
             # outputs in the browser, and no route that writes them to a Hugging Face bucket.
             run_history=False,
         )
+        # Gradio's heartbeat streams (one per open browser tab or gradio_client) end when the mounted Gradio app's
+        # stop event is set; until then uvicorn's shutdown waits out its graceful timeout for them.
+        self._gradio = next(route.app for route in asgi.routes if hasattr(getattr(route, "app", None), "stop_event"))
         return asgi, blocks
+
+    def end_streams(self) -> None:
+        """End the open heartbeat streams (from any thread), so that a stopping server need not wait for them."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._gradio.stop_event.set)
 
 
 def create_app(config: AppConfig, login: Login | None, *, model: ServedModel | None = None) -> App:
@@ -342,6 +353,7 @@ class AppServer:
 
     def close(self) -> None:
         """Stop serving (the lifespan closes the app) and wait for the server thread."""
+        self.app.end_streams()
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join()
