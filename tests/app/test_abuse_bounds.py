@@ -112,6 +112,7 @@ def test_publish_needs_a_signed_in_user_when_a_login_is_configured(tmp_path, che
         server.close()
 
 
+@pytest.mark.slow
 def test_refuses_to_listen_beyond_this_machine_without_a_login():
     check_binding("127.0.0.1", None, insecure=False)
     check_binding("localhost", None, insecure=False)
@@ -136,6 +137,7 @@ def test_request_bodies_are_bounded_in_memory_together(tmp_path, checkpoints):
         server.close()
 
 
+@pytest.mark.slow
 def test_four_hostile_tiffs_at_once_stay_within_the_decode_budget(tmp_path, checkpoints):
     budget_mb = 512
     app, server, url = start(tmp_path, checkpoints, "--decode-memory-mb", str(budget_mb))

@@ -32,6 +32,7 @@ def connect(url: str, process: subprocess.Popen, auth, timeout: float = 120) -> 
     return wait_until(client, timeout, "the app to come up", interval=0.5)
 
 
+@pytest.mark.slow
 def test_python_m_app_serves_publishes_and_requires_login(clearml_server, clearml_env, checkpoints, tmp_path):
     project = f"app-test-{uuid.uuid4().hex[:8]}"
     model_id = register_model(checkpoints["two"], tmp_path, project, "served", ["production"])

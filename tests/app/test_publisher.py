@@ -38,6 +38,7 @@ def store(tmp_path) -> FeedbackStore:
     return FeedbackStore(tmp_path / "feedback")
 
 
+@pytest.mark.slow
 def test_each_publication_is_a_child_version_with_only_the_new_items(clearml_server, store):
     project = unique_project()
     publisher = Publisher(store, project, "pets")
@@ -59,6 +60,7 @@ def test_each_publication_is_a_child_version_with_only_the_new_items(clearml_ser
     assert publisher.current_version_id() == v2
 
 
+@pytest.mark.slow
 def test_failed_upload_loses_nothing_and_the_retry_publishes_each_item_once(clearml_server, store, tmp_path):
     project = unique_project()
     add_items(store, "cat", [10])
@@ -121,6 +123,7 @@ def test_automatic_publishing_after_n_items(clearml_server, store):
     assert version.files_added == 3
 
 
+@pytest.mark.slow
 def test_automatic_publishing_after_t_minutes(clearml_server, store):
     publisher = Publisher(store, unique_project(), "pets")
     auto = AutoPublisher(publisher, every_n=0, every_minutes=1.5 / 60, check_interval_s=0.1)
@@ -136,6 +139,7 @@ def test_automatic_publishing_after_t_minutes(clearml_server, store):
     assert [v.files_added for v in publisher.versions()] == [1]
 
 
+@pytest.mark.slow
 def test_statistics_show_feedback_counts_and_versions_with_parents(clearml_server, tmp_path):
     project = unique_project()
     config = app_config(tmp_path / "app", "--project", project, "--dataset-project", project)

@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 
+import pytest
 from app_testing import app_config, image_bytes, register_model
 from gradio_client import Client, handle_file
 
@@ -36,6 +37,7 @@ def test_only_the_newest_published_model_with_the_tag_is_served(clearml_server, 
     assert not history["draft"].published
 
 
+@pytest.mark.slow
 def test_newer_production_model_is_swapped_in_while_requests_run(clearml_server, checkpoints, tmp_path):
     project = f"app-test-{uuid.uuid4().hex[:8]}"
     old = register_model(checkpoints["two"], tmp_path, project, "old", ["production"])

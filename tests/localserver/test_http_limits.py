@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import time
 
+import pytest
 import requests
 from server_testing import (
     bearer,
@@ -113,6 +114,7 @@ def test_idle_connections_do_not_block_a_normal_call(tmp_path):
                 sock.close()
 
 
+@pytest.mark.slow
 def test_slow_headers_and_stalled_bodies_time_out(tmp_path):
     with own_server(tmp_path / "data", header_timeout=1, body_timeout=1) as server:
         token = login(server)

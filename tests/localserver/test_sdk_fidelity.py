@@ -7,6 +7,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+import pytest
 from server_testing import login, ok
 from test_agents import register_script_task
 
@@ -19,6 +20,7 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+@pytest.mark.slow
 def test_debug_samples_page_by_metric_variant_and_iteration(clearml_server):
     from clearml import Task
 
@@ -45,6 +47,7 @@ def test_debug_samples_page_by_metric_variant_and_iteration(clearml_server):
     assert sorted(e["iter"] for e in everything) == list(range(150))
 
 
+@pytest.mark.slow
 def test_reported_scalars_are_downsampled_to_the_requested_samples(clearml_server):
     from clearml import Task
 
@@ -81,6 +84,7 @@ def test_search_text_finds_substrings_through_the_sdk(clearml_server):
     assert sorted(t.id for t in found) == sorted(created[:2])
 
 
+@pytest.mark.slow
 def test_stop_keeps_an_agent_run_task_stopping_until_the_agent_acknowledges(clearml_server, start_agent, tmp_path):
     from clearml import Task
 

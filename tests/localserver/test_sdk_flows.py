@@ -18,6 +18,7 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+@pytest.mark.slow
 def test_training_run_with_scalars_artifact_and_published_model(clearml_server, tmp_path):
     """(a) Task.init -> scalars -> artifact -> OutputModel with tags -> publish -> close; (f) registry query."""
     from clearml import InputModel, Model, OutputModel, Task
@@ -54,6 +55,7 @@ def test_training_run_with_scalars_artifact_and_published_model(clearml_server, 
     assert Path(InputModel(published.id).get_local_copy()).read_bytes() == weights.read_bytes()
 
 
+@pytest.mark.slow
 def test_dataset_versions_resolve_newest_and_merge_parents(clearml_server, tmp_path):
     """(b) Dataset.create, child version with parent_datasets, upload, finalize, get, get_local_copy, list."""
     from clearml import Dataset

@@ -9,6 +9,7 @@ import sys
 import time
 
 import jwt
+import pytest
 import requests
 from clearml.backend_api.utils import get_http_session_with_retry
 from server_testing import call, login, own_server
@@ -44,6 +45,7 @@ def test_token_lifetime_is_clamped_and_must_be_a_positive_number(clearml_server)
     assert claims["exp"] <= time.time() + MAX_EXPIRATION_SEC + 5
 
 
+@pytest.mark.slow
 def test_new_keys_revoke_old_tokens(tmp_path):
     data_dir = tmp_path / "data"
     with own_server(data_dir, "KEY1", "secret-one") as first:
@@ -58,6 +60,7 @@ def test_new_keys_revoke_old_tokens(tmp_path):
         assert call(back, "tasks.get_all", old_token).status_code == 401
 
 
+@pytest.mark.slow
 def test_failed_logins_are_throttled_per_address(tmp_path):
     with own_server(tmp_path / "data", login_failures_per_minute=20) as server:  # one more every 3 s
         url = f"{server.api_url}/auth.login"

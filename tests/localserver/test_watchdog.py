@@ -7,6 +7,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from server_testing import login, ok
 
 from common.waiting import wait_until
@@ -18,6 +19,7 @@ SCRIPTS = Path(__file__).parent / "scripts"
 TIMEOUT_SEC = 6
 
 
+@pytest.mark.slow
 def test_the_task_of_a_killed_agent_is_failed_after_the_timeout(tmp_path, monkeypatch):
     monkeypatch.setenv(TIMEOUT_ENV, str(TIMEOUT_SEC))
     server = start_server_process(tmp_path / "server", port=0)

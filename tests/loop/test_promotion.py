@@ -75,6 +75,7 @@ def env(clearml_env, tmp_path):
     return {**os.environ, **clearml_env, "PROMOTION_TEST_DIR": str(tmp_path)}
 
 
+@pytest.mark.slow
 def test_overlapping_promotions_keep_one_production_model_and_end_with_the_best(clearml_server, env):
     project = f"promotion-{uuid.uuid4().hex[:8]}"
     accuracy: dict[str, float] = {}
@@ -119,6 +120,7 @@ def test_overlapping_promotions_keep_one_production_model_and_end_with_the_best(
     assert any(len(record["judgements"]) > 1 for record in records)
 
 
+@pytest.mark.slow
 def test_rollback_takes_the_same_lock_and_keeps_one_production_model(clearml_server, env):
     project = f"rollback-{uuid.uuid4().hex[:8]}"
     with pytest.raises(StageError, match="nothing to roll back"):

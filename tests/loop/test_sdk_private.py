@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import clearml
+import pytest
 from clearml import Dataset, Task
 from clearml.automation import TriggerScheduler
 
@@ -16,6 +17,7 @@ def test_the_sdk_is_the_pinned_version():
     assert clearml.__version__ == sdk_private.PINNED_SDK_VERSION
 
 
+@pytest.mark.slow
 def test_waiting_for_repository_detection_returns_once_it_is_done(clearml_server):
     task = Task.init(project_name=f"sdk-private-{uuid.uuid4().hex[:8]}", task_name="repo detection")
     try:
@@ -41,6 +43,7 @@ def test_an_abandoned_draft_is_failed_and_its_pinger_stopped(clearml_server):
     assert draft.id in {entry["id"] for entry in with_dataset}, "the failed draft stays listed, not finalized"
 
 
+@pytest.mark.slow
 def test_one_trigger_poll_reports_whether_it_launched_anything(clearml_server):
     scheduler = TriggerScheduler(pooling_frequency_minutes=1.0, sync_frequency_minutes=60)
     assert sdk_private.poll_triggers_once(scheduler) is False
