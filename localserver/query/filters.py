@@ -21,30 +21,16 @@ columns run in SQL; what SQL cannot express is matched here, on the already narr
 
 from __future__ import annotations
 
-import functools
-import re
-import re._constants as sre_constants
-import re._parser as sre_parser
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from .errors import ApiError, bad_request
+from ..errors import ApiError, bad_request
+from .patterns import MATCH_BUDGET_SEC, MAX_PATTERN_SUBJECT, compile_pattern
+from .projection import plain_fields, projection
 
 MISSING = object()
 
-# Client patterns run with Python's `re`, which backtracks and holds the GIL for a whole match, so a pattern
-# such as ``^(a+)+$`` could stall every thread of the server. Only a safe subset is accepted: at most
-# MAX_PATTERN_LENGTH characters, no backreferences, no quantifier or alternation inside a quantified group (the
-# constructs that backtrack exponentially), and at most MAX_QUANTIFIERS quantifiers (``*``, ``+``, ``{m,n}``)
-# once redundant leading/trailing ``.*`` are dropped, so one match costs at most O(n^2) in the subject length;
-# subjects are matched on their first MAX_PATTERN_SUBJECT characters (a few ms at worst), and one request's
-# matching stops with a 400 after MATCH_BUDGET_SEC. Matching never runs under the store's write lock.
-MAX_PATTERN_LENGTH = 256
-MAX_QUANTIFIERS = 1
-MAX_PATTERN_SUBJECT = 1024
-MATCH_BUDGET_SEC = 1.0
 MAX_SEARCH_TEXT = 256
 
 # Keys of a get_all request that are options, not filters: the API's own and those the SDK and agent add.
@@ -157,66 +143,6 @@ def match_list(doc_value, wanted) -> bool:
 
 def _hashable(value):
     return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
-
-
-@functools.lru_cache(maxsize=512)
-def compile_pattern(pattern: str):
-    """A compiled case-insensitive pattern within the safe subset (see MAX_QUANTIFIERS); 400 outside it. An
-    invalid regular expression is matched as a plain substring, as before."""
-    if len(pattern) > MAX_PATTERN_LENGTH:
-        raise bad_request(f"pattern longer than {MAX_PATTERN_LENGTH} characters")
-    stripped = _strip_redundant_wildcards(pattern)
-    try:
-        tree = sre_parser.parse(stripped, re.IGNORECASE)
-    except (re.error, RecursionError, OverflowError):
-        return None
-    quantifiers = _check_safe(list(tree), inside_repeat=False)
-    if quantifiers > MAX_QUANTIFIERS:
-        raise bad_request(f"pattern {pattern!r} has more than {MAX_QUANTIFIERS} quantifier (*, +, {{m,n}})")
-    return re.compile(stripped, re.IGNORECASE)
-
-
-def _strip_redundant_wildcards(pattern: str) -> str:
-    # A search for ".*x.*" finds what a search for "x" finds.
-    for prefix in ("^.*", ".*"):
-        if pattern.startswith(prefix) and not pattern[len(prefix) :].startswith(("?", "+", "*")):
-            pattern = pattern[len(prefix) :]
-            break
-    if pattern.endswith(".*"):
-        body = pattern[:-2]
-        escapes = len(body) - len(body.rstrip("\\"))
-        if escapes % 2 == 0:
-            pattern = body
-    return pattern
-
-
-_REPEATS = {sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, getattr(sre_constants, "POSSESSIVE_REPEAT", None)}
-
-
-def _check_safe(items, inside_repeat: bool) -> int:
-    """The number of quantifiers in ``items``; raises 400 on a construct that can backtrack exponentially."""
-    count = 0
-    for op, arg in items:
-        if op in _REPEATS:
-            low, high, sub = arg
-            if high > 1:
-                if inside_repeat:
-                    raise bad_request("pattern has a quantifier inside a quantified group (catastrophic backtracking)")
-                count += 1
-            count += _check_safe(list(sub), inside_repeat or high > 1)
-        elif op is sre_constants.BRANCH:
-            if inside_repeat:
-                raise bad_request("pattern has an alternation inside a quantified group (catastrophic backtracking)")
-            count += sum(_check_safe(list(alternative), inside_repeat) for alternative in arg[1])
-        elif op is sre_constants.SUBPATTERN:
-            count += _check_safe(list(arg[3]), inside_repeat)
-        elif op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
-            count += _check_safe(list(arg[1]), inside_repeat)
-        elif op is getattr(sre_constants, "ATOMIC_GROUP", None):
-            count += _check_safe(list(arg), inside_repeat)
-        elif op in (sre_constants.GROUPREF, sre_constants.GROUPREF_EXISTS, sre_constants.GROUPREF_IGNORE):
-            raise bad_request("pattern has a backreference")
-    return count
 
 
 def match_pattern(doc_value, pattern) -> bool:
@@ -344,81 +270,6 @@ def matches(doc: dict, query: dict, spec: QuerySpec) -> bool:
         if _match_field(doc, key, wanted, spec) is False:
             return False
     return True
-
-
-def project(doc: dict, only_fields) -> dict:
-    """Mongo projection: dotted includes keep existing parents (an empty dict when the child is absent)."""
-    return projection(only_fields)(doc)
-
-
-def _field_names(only_fields) -> list[str]:
-    return [f for f in _as_list(only_fields) if isinstance(f, str) and f]
-
-
-def projection(only_fields) -> Callable[[dict], dict]:
-    """:func:`project` with ``only_fields`` parsed once, for applying to many documents."""
-    fields = _field_names(only_fields)
-    if not fields:
-        return lambda doc: doc
-    if all(f.startswith("-") for f in fields):
-        excluded = [f[1:].split(".") for f in fields]
-
-        def exclude(doc: dict) -> dict:
-            result = _deep_copy(doc)
-            for parts in excluded:
-                _remove_path(result, parts)
-            return result
-
-        return exclude
-    included = [f.split(".") for f in fields if not f.startswith("-")]
-    if all(len(parts) == 1 for parts in included):
-        names = [parts[0] for parts in included if parts[0] != "id"]
-        # documents are decoded afresh for every request: the result may share their values
-        return lambda doc: {k: doc[k] for k in ("id", *names) if k in doc}
-
-    def include(doc: dict) -> dict:
-        result: dict = {"id": doc["id"]} if "id" in doc else {}
-        for parts in included:
-            _include_path(doc, result, parts)
-        return result
-
-    return include
-
-
-def _include_path(src, dst: dict, parts: list[str]) -> None:
-    head, rest = parts[0], parts[1:]
-    if not isinstance(src, dict) or head not in src:
-        return
-    value = src[head]
-    if not rest:
-        dst[head] = value
-        return
-    if isinstance(value, dict):
-        child = dst.setdefault(head, {})
-        if isinstance(child, dict):
-            _include_path(value, child, rest)
-    elif isinstance(value, list):
-        items = dst.setdefault(head, [{} for _ in value])
-        for item, out in zip(value, items, strict=False):
-            if isinstance(out, dict):
-                _include_path(item, out, rest)
-
-
-def _remove_path(doc, parts: list[str]) -> None:
-    for part in parts[:-1]:
-        if not isinstance(doc, dict) or part not in doc:
-            return
-        doc = doc[part]
-    if isinstance(doc, dict):
-        doc.pop(parts[-1], None)
-
-
-def _deep_copy(value):
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value
 
 
 def _sort_key(value):
@@ -573,7 +424,7 @@ def select(store, entity: str, request: dict, spec: QuerySpec, hide_hidden: bool
     before any document is decoded; Python matches the rest on the narrowed rows. Documents with the ``hidden``
     system tag are listed only when asked for by id or with ``search_hidden`` (when ``hide_hidden``).
     ``decorate(doc)`` adds computed fields (e.g. queue entries) before the projection."""
-    from .store import JSON_COLUMNS, SCALAR_COLUMNS
+    from ..store import JSON_COLUMNS, SCALAR_COLUMNS
 
     validate(request, spec)
     plan = _plan(request, spec, SCALAR_COLUMNS, JSON_COLUMNS)
@@ -591,7 +442,7 @@ def select(store, entity: str, request: dict, spec: QuerySpec, hide_hidden: bool
             rowids = rowids[window[0] : window[0] + window[1]]
         docs = store.by_rowids(entity, rowids)
     elif in_sql and window is not None:
-        fields = _plain_fields(request.get("only_fields")) if decorate is None else ()
+        fields = plain_fields(request.get("only_fields")) if decorate is None else ()
         docs = store.select(entity, where, plan.params, order_sql, limit=window[1], offset=window[0], fields=fields)
     else:
         docs = store.select(entity, where, plan.params, order_sql if in_sql else "")
@@ -600,17 +451,6 @@ def select(store, entity: str, request: dict, spec: QuerySpec, hide_hidden: bool
     if in_sql:
         return list(map(projection(request.get("only_fields")), docs))
     return run_query(docs, request, spec)
-
-
-PLAIN_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _plain_fields(only_fields) -> tuple[str, ...]:
-    """``only_fields`` when they are all plain top-level names the store can take out of documents, else ()."""
-    fields = _field_names(only_fields)
-    if fields and all(PLAIN_FIELD.fullmatch(f) for f in fields):
-        return tuple(f for f in fields if f != "id")
-    return ()
 
 
 def _match_rows(rows: list, column_patterns: list) -> list:
