@@ -80,7 +80,5 @@ class Watchdog:
             silent = store.select("tasks", "status = ? AND last_update < ?", ["in_progress", cutoff])
             for doc in silent:
                 log.warning("task %s silent since %s: marking it failed", doc["id"], doc.get("last_update"))
-                tasks_api.set_status(
-                    ctx, doc, "failed", {"force": True, "status_reason": FORCED_STOP, "status_message": FORCED_STOP}
-                )
+                tasks_api.set_status(ctx, doc, "failed", force=True, reason=FORCED_STOP, message=FORCED_STOP)
         return [doc["id"] for doc in silent]

@@ -7,6 +7,7 @@ from ..query import QuerySpec, select
 from . import Context, endpoint, id_list, new_id, now, require
 from . import projects as projects_api
 from . import tasks as tasks_api
+from .batch import Batch, batch_endpoint, set_archived
 
 SPEC = QuerySpec(
     list_fields=frozenset({"id", "user", "project", "task", "parent", "framework", "uri"}),
@@ -135,53 +136,34 @@ def update_for_task(ctx: Context, body: dict) -> dict:
     return {"id": model["id"], "created": created, "updated": 1}
 
 
-def _set_ready(ctx: Context, doc: dict, body: dict) -> None:
+def _publish(ctx: Context, doc: dict, publish_task: bool) -> None:
     doc["ready"] = True
     save(ctx, doc)
-    if body.get("publish_task") and doc.get("task"):
+    if publish_task and doc.get("task"):
         task = ctx.store.get("tasks", doc["task"])
         if task and task["status"] != "published":
-            tasks_api.set_status(ctx, task, "published", {"force": True})
+            tasks_api.set_status(ctx, task, "published", force=True)
 
 
 @endpoint("models.set_ready")
 def set_ready(ctx: Context, body: dict) -> dict:
     doc = get_model(ctx, require(body, "model"))
-    _set_ready(ctx, doc, body)
+    _publish(ctx, doc, bool(body.get("publish_task")))
     return {"updated": 1, "published_task": None}
 
 
-def _batch(action):
-    def handler(ctx: Context, body: dict) -> dict:
-        succeeded, failed = [], []
-        for model_id in id_list(body.get("ids")):
-            try:
-                action(ctx, get_model(ctx, model_id), body)
-                succeeded.append({"id": model_id})
-            except Exception as exc:  # noqa: BLE001 - reported per id as the real API does
-                failed.append({"id": model_id, "error": {"msg": str(exc)}})
-        return {"succeeded": succeeded, "failed": failed}
-
-    return handler
+def _publish_one(ctx: Context, doc: dict, request: Batch) -> None:
+    _publish(ctx, doc, bool(request.publish_tasks or request.publish_task))
 
 
-def _set_archived(archived: bool):
-    def action(ctx: Context, doc: dict, body: dict) -> None:
-        tags = [t for t in doc.get("system_tags") or [] if t != "archived"]
-        doc["system_tags"] = [*tags, "archived"] if archived else tags
-        save(ctx, doc)
-
-    return action
-
-
-def _delete(ctx: Context, doc: dict, body: dict) -> None:
+def _delete(ctx: Context, doc: dict, request: Batch) -> None:
     ctx.store.delete("models", doc["id"])
 
 
-endpoint("models.publish_many")(_batch(_set_ready))
-endpoint("models.archive_many")(_batch(_set_archived(True)))
-endpoint("models.unarchive_many")(_batch(_set_archived(False)))
-endpoint("models.delete_many")(_batch(_delete))
+endpoint("models.publish_many")(batch_endpoint(get_model, _publish_one))
+endpoint("models.archive_many")(batch_endpoint(get_model, set_archived(save, True)))
+endpoint("models.unarchive_many")(batch_endpoint(get_model, set_archived(save, False)))
+endpoint("models.delete_many")(batch_endpoint(get_model, _delete))
 
 
 @endpoint("models.delete")

@@ -1,14 +1,24 @@
-"""tasks.*: documents, the status state machine, clone, hyperparameters, configuration, artifacts, models."""
+"""tasks.*: documents, status changes, clone and reset, hyperparameters, configuration, artifacts, models.
+
+The rules (the state machine, what a fresh run starts with) are in :mod:`localserver.task_entity`; this module
+applies them to the store and the queues. Each endpoint declares its body's shape (:mod:`.shapes`).
+"""
 
 from __future__ import annotations
 
 import copy
+from typing import Annotated, Literal
 
-from ..errors import bad_request, invalid_task, invalid_task_status
+from pydantic import Field
+
+from .. import task_entity
+from ..errors import invalid_task
 from ..query import QuerySpec, project, select
-from . import Context, endpoint, id_list, new_id, now, require
+from . import Context, endpoint, new_id, now
 from . import projects as projects_api
 from . import queues as queues_api
+from .batch import batch_endpoint, set_archived
+from .shapes import MAX_ITEMS, MAX_NAME, Document, Id, Ids, Item, Name, Names, Shape, Tags, Text, shaped
 
 SPEC = QuerySpec(
     list_fields=frozenset(
@@ -33,18 +43,6 @@ SPEC = QuerySpec(
     search_fields=("id", "name", "comment", "report", "status_message"),
 )
 
-# Allowed status changes without ``force`` (the documented ClearML state machine).
-TRANSITIONS = {
-    "created": {"queued", "in_progress"},
-    "queued": {"created", "in_progress", "stopped"},
-    "in_progress": {"stopped", "failed", "created", "completed"},
-    "completed": {"published", "in_progress", "created"},
-    "stopped": {"closed", "created", "failed", "queued", "in_progress", "published", "publishing", "completed"},
-    "failed": {"created", "stopped", "published", "queued"},
-    "closed": {"created", "in_progress"},
-    "publishing": {"published", "failed"},
-    "published": set(),
-}
 EDITABLE = (
     "name",
     "tags",
@@ -59,69 +57,108 @@ EDITABLE = (
     "runtime",
     "input",
 )  # plus project, execution (keeping artifacts and queue unless given), output_dest and models, handled below
+NonEmptyName = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
+ModelKind = Literal["input", "output"]
 
 
-def new_task(ctx: Context, body: dict) -> dict:
-    stamp = now()
-    doc = {
-        "id": new_id(),
-        "name": body.get("name") or "",
-        "type": body.get("type") or "custom",
-        "status": "created",
-        "status_reason": "",
-        "status_message": "",
-        "status_changed": stamp,
-        "comment": body.get("comment") or "",
-        "created": stamp,
-        "started": None,
-        "completed": None,
-        "published": None,
-        "last_update": stamp,
-        "last_change": stamp,
-        "last_iteration": 0,
-        "last_metrics": {},
-        "last_worker": None,
-        "active_duration": None,
-        "project": body.get("project"),
-        "parent": body.get("parent"),
-        "user": ctx.user,
-        "company": "",
-        "tags": [],
-        "system_tags": [],
-        "script": {},
-        "execution": {"queue": None, "parameters": {}, "artifacts": []},
-        "output": {"destination": None},
-        "hyperparams": {},
-        "configuration": {},
-        "runtime": {},
-        "models": {"input": [], "output": []},
-        "container": {},
-    }
-    _apply_fields(ctx, doc, body)
-    return doc
+# request shapes
+class TaskRef(Shape):
+    task: Id
 
 
-def _apply_fields(ctx: Context, doc: dict, body: dict) -> dict:
-    """Replace the editable fields present in ``body``; returns what changed."""
-    fields = {key: copy.deepcopy(body[key]) for key in EDITABLE if body.get(key) is not None}
-    if "project" in body and body["project"] is not None:
-        projects_api.get_project(ctx, body["project"])
-        fields["project"] = body["project"]
-    if isinstance(body.get("execution"), dict):
-        execution = copy.deepcopy(body["execution"])
-        for kept in ("artifacts", "queue"):
-            if execution.get(kept) is None:
-                execution[kept] = doc["execution"].get(kept)
-        fields["execution"] = execution
-    if body.get("output_dest") is not None:
-        doc["output"]["destination"] = body["output_dest"]
-        fields["output.destination"] = body["output_dest"]
-    if isinstance(body.get("models"), dict):
-        fields["models"] = {"input": body["models"].get("input") or [], "output": body["models"].get("output") or []}
-    doc.update({k: v for k, v in fields.items() if "." not in k})
-    return fields
+class StatusChange(TaskRef):
+    force: bool | None = None
+    status_reason: Text | None = None
+    status_message: Text | None = None
 
 
+class Completed(StatusChange):
+    publish: bool | None = None
+
+
+class Publish(StatusChange):
+    publish_model: bool | None = True
+
+
+class Enqueue(StatusChange):
+    queue: Name | None = None  # an id or a name
+    queue_name: Name | None = None
+
+
+class Dequeue(StatusChange):
+    new_status: Literal[task_entity.STATUSES] | None = None
+
+
+class TaskFields(Shape):
+    """What ``tasks.create`` and ``tasks.edit`` set."""
+
+    name: Name | None = None
+    type: Name | None = None
+    comment: Text | None = None
+    tags: Tags | None = None
+    system_tags: Tags | None = None
+    parent: Id | None = None
+    project: Id | None = None
+    script: Document | None = None
+    hyperparams: Document | None = None
+    configuration: Document | None = None
+    container: Document | None = None
+    runtime: Document | None = None
+    input: Document | None = None
+    execution: Document | None = None
+    output_dest: Text | None = None
+    models: Document | None = None
+
+
+class Create(TaskFields):
+    name: NonEmptyName
+
+
+class Edit(TaskFields):
+    task: Id
+    force: bool | None = None
+
+
+class Update(TaskRef):
+    name: Name | None = None
+    comment: Text | None = None
+    tags: Tags | None = None
+    system_tags: Tags | None = None
+    project: Id | None = None
+    output__error: Text | None = None
+
+
+class Clone(TaskRef):
+    new_task_name: Name | None = None
+    new_task_comment: Text | None = None
+    new_task_parent: Id | None = None
+    new_task_project: Id | None = None
+    new_task_tags: Tags | None = None
+    new_task_system_tags: Tags | None = None
+    new_task_hyperparams: Document | None = None
+    new_task_configuration: Document | None = None
+    new_task_container: Document | None = None
+    new_task_input_models: Annotated[list[Document], Field(max_length=MAX_ITEMS)] | None = None
+    execution_overrides: Document | None = None
+
+
+class ForceTaskRef(TaskRef):
+    force: bool | None = None
+
+
+class SetRequirements(TaskRef):
+    requirements: Document | None = None
+
+
+class ById(TaskRef):
+    only_fields: Annotated[list[Text], Field(max_length=MAX_ITEMS)] | None = None
+
+
+class Tasks(Shape):
+    tasks: Ids = []
+
+
+# state
 def get_task(ctx: Context, task_id) -> dict:
     doc = ctx.store.get("tasks", task_id) if isinstance(task_id, str) and task_id else None
     if doc is None:
@@ -137,77 +174,103 @@ def save(ctx: Context, doc: dict, changed: bool = True) -> None:
     ctx.store.put("tasks", doc)
 
 
-def set_status(ctx: Context, doc: dict, status: str, body: dict, **extra) -> dict:
-    """Move ``doc`` to ``status`` following the state machine unless ``force``; returns updated fields."""
-    current = doc.get("status") or "created"
-    if status != current and status not in TRANSITIONS.get(current, set()) and not body.get("force"):
-        raise invalid_task_status(f"cannot change task {doc['id']} from {current} to {status}")
-    stamp = now()
-    fields = {"status": status, "status_changed": stamp}
-    if body.get("status_reason") is not None:
-        fields["status_reason"] = body["status_reason"]
-    if body.get("status_message") is not None:
-        fields["status_message"] = body["status_message"]
-    if status == "in_progress" and not doc.get("started"):
-        fields["started"] = stamp
-    if status in ("completed", "stopped", "failed"):
-        fields["completed"] = stamp
-    if status == "published":
-        fields["published"] = stamp
-    if status == "created":
-        fields.update(started=None, completed=None)
-    if current == "queued" and status != "queued" and doc["execution"].get("queue"):
-        queues_api.remove_task(ctx, doc["execution"]["queue"], doc["id"])
+def _leave_queue(ctx: Context, doc: dict) -> int:
+    """Take a queued task out of its queue's entries; returns how many were removed."""
+    if doc.get("status") == "queued" and doc["execution"].get("queue"):
+        return queues_api.remove_task(ctx, doc["execution"]["queue"], doc["id"])
+    return 0
+
+
+def set_status(
+    ctx: Context, doc: dict, status: str, *, force: bool = False, reason: str | None = None, message: str | None = None
+) -> dict:
+    """Move ``doc`` to ``status`` by the state machine (any status with ``force``), save it; returns the fields
+    that changed. The one way every endpoint changes a task's status."""
+    task_entity.check_transition(doc, status, force)
+    fields = task_entity.status_fields(doc, status, now(), reason, message)
+    if status != "queued":
+        _leave_queue(ctx, doc)
     if ctx.worker and status == "in_progress":
         fields["last_worker"] = ctx.worker
-    fields.update(extra)
     doc.update(fields)
     save(ctx, doc)
     return fields
 
 
-def _status_endpoint(status: str):
-    def handler(ctx: Context, body: dict) -> dict:
-        doc = get_task(ctx, require(body, "task"))
-        fields = set_status(ctx, doc, status, body)
-        if status == "completed" and body.get("publish"):
-            fields.update(set_status(ctx, doc, "published", {"force": True}))
+def _change(ctx: Context, doc: dict, status: str, request: StatusChange, force: bool = False) -> dict:
+    reason, message = request.status_reason, request.status_message
+    return set_status(ctx, doc, status, force=force or bool(request.force), reason=reason, message=message)
+
+
+def _apply_fields(ctx: Context, doc: dict, request: TaskFields) -> dict:
+    """Replace the editable fields ``request`` gives; returns what changed."""
+    fields = {key: copy.deepcopy(value) for key in EDITABLE if (value := getattr(request, key)) is not None}
+    if request.project is not None:
+        projects_api.get_project(ctx, request.project)
+        fields["project"] = request.project
+    if request.execution is not None:
+        execution = copy.deepcopy(request.execution)
+        for kept in ("artifacts", "queue"):
+            if execution.get(kept) is None:
+                execution[kept] = doc["execution"].get(kept)
+        fields["execution"] = execution
+    if request.output_dest is not None:
+        doc["output"]["destination"] = request.output_dest
+        fields["output.destination"] = request.output_dest
+    if request.models is not None:
+        models = copy.deepcopy(request.models)
+        fields["models"] = {"input": models.get("input") or [], "output": models.get("output") or []}
+    doc.update({k: v for k, v in fields.items() if "." not in k})
+    return fields
+
+
+# status changes
+def _status_endpoint(status: str, shape: type[StatusChange]):
+    @shaped(shape)
+    def handler(ctx: Context, request: StatusChange) -> dict:
+        doc = get_task(ctx, request.task)
+        fields = _change(ctx, doc, status, request)
+        if getattr(request, "publish", None):
+            fields.update(set_status(ctx, doc, "published", force=True))
         return {"updated": 1, "fields": fields}
 
     return handler
 
 
-for _name, _status in (
-    ("started", "in_progress"),
-    ("stopped", "stopped"),
-    ("failed", "failed"),
-    ("completed", "completed"),
-    ("close", "closed"),
+for _name, _status, _shape in (
+    ("started", "in_progress", StatusChange),
+    ("stopped", "stopped", StatusChange),
+    ("failed", "failed", StatusChange),
+    ("completed", "completed", Completed),
+    ("close", "closed", StatusChange),
 ):
-    endpoint(f"tasks.{_name}")(_status_endpoint(_status))
+    endpoint(f"tasks.{_name}")(_status_endpoint(_status, _shape))
 
 
 @endpoint("tasks.stop")
-def stop(ctx: Context, body: dict) -> dict:
+@shaped(StatusChange)
+def stop(ctx: Context, request: StatusChange) -> dict:
     """A task in progress on a worker (an agent whose status reports name it) keeps running with the status
     message "stopping" until the agent, which watches for it, kills the process and reports ``tasks.stopped``;
     a local run, a task not in progress, or ``force`` stops at once."""
-    doc = get_task(ctx, require(body, "task"))
+    doc = get_task(ctx, request.task)
     run_by_worker = any((worker.get("task") or {}).get("id") == doc["id"] for worker in ctx.store.scan("workers"))
-    if doc["status"] == "in_progress" and run_by_worker and not body.get("force"):
-        fields = {"status_message": "stopping", "status_reason": body.get("status_reason") or "stop request"}
+    if doc["status"] == "in_progress" and run_by_worker and not request.force:
+        fields = {"status_message": "stopping", "status_reason": request.status_reason or "stop request"}
         doc.update(fields)
         save(ctx, doc)
         return {"updated": 1, "fields": fields}
-    message = body.get("status_message") or "stopped"
-    return {"updated": 1, "fields": set_status(ctx, doc, "stopped", {**body, "status_message": message})}
+    message = request.status_message or "stopped"
+    fields = set_status(ctx, doc, "stopped", force=bool(request.force), reason=request.status_reason, message=message)
+    return {"updated": 1, "fields": fields}
 
 
 @endpoint("tasks.publish")
-def publish(ctx: Context, body: dict) -> dict:
-    doc = get_task(ctx, require(body, "task"))
-    fields = set_status(ctx, doc, "published", body)
-    if body.get("publish_model", True):
+@shaped(Publish)
+def publish(ctx: Context, request: Publish) -> dict:
+    doc = get_task(ctx, request.task)
+    fields = _change(ctx, doc, "published", request)
+    if request.publish_model:
         for item in doc["models"].get("output") or []:
             model = ctx.store.get("models", item.get("model"))
             if model and not model.get("ready"):
@@ -216,51 +279,87 @@ def publish(ctx: Context, body: dict) -> dict:
     return {"updated": 1, "fields": fields}
 
 
+@endpoint("tasks.enqueue")
+@shaped(Enqueue)
+def enqueue(ctx: Context, request: Enqueue) -> dict:
+    doc = get_task(ctx, request.task)
+    queue_ref = request.queue or request.queue_name
+    queue = queues_api.get_queue(ctx, queue_ref) if queue_ref else queues_api.default_queue(ctx)
+    _leave_queue(ctx, doc)  # enqueued again: off the old queue first
+    fields = _change(ctx, doc, "queued", request)
+    doc["execution"]["queue"] = queue["id"]
+    save(ctx, doc)
+    queues_api.add_task(ctx, queue["id"], doc["id"])
+    return {"queued": 1, "updated": 1, "fields": {**fields, "execution.queue": queue["id"]}, "queue_watched": True}
+
+
+@endpoint("tasks.dequeue")
+@shaped(Dequeue)
+def dequeue(ctx: Context, request: Dequeue) -> dict:
+    doc = get_task(ctx, request.task)
+    new_status = request.new_status or "created"
+    task_entity.check_dequeueable(doc, new_status, bool(request.force))
+    if doc["execution"].get("queue"):
+        queues_api.remove_task(ctx, doc["execution"]["queue"], doc["id"])
+    fields = {}
+    if doc["status"] != new_status:
+        fields = _change(ctx, doc, new_status, request, force=True)
+    if new_status == "created":
+        doc["execution"]["queue"] = None
+    save(ctx, doc)
+    return {"dequeued": 1, "updated": 1, "fields": fields}
+
+
+# documents
 @endpoint("tasks.create")
-def create(ctx: Context, body: dict) -> dict:
-    require(body, "name")
-    doc = new_task(ctx, body)
+@shaped(Create)
+def create(ctx: Context, request: Create) -> dict:
+    doc = task_entity.new_document(new_id(), ctx.user, now())
+    _apply_fields(ctx, doc, request)
     save(ctx, doc)
     return {"id": doc["id"]}
 
 
 @endpoint("tasks.get_by_id", read_only=True)
-def get_by_id(ctx: Context, body: dict) -> dict:
-    return {"task": project(get_task(ctx, require(body, "task")), body.get("only_fields"))}
+@shaped(ById)
+def get_by_id(ctx: Context, request: ById) -> dict:
+    return {"task": project(get_task(ctx, request.task), request.only_fields)}
 
 
 @endpoint("tasks.get_all", "tasks.get_all_ex", read_only=True)
 def get_all(ctx: Context, body: dict) -> dict:
-    return {"tasks": select(ctx.store, "tasks", body, SPEC)}
+    return {"tasks": select(ctx.store, "tasks", body, SPEC)}  # the query language checks its own body
 
 
 @endpoint("tasks.edit")
-def edit(ctx: Context, body: dict) -> dict:
-    doc = get_task(ctx, require(body, "task"))
-    if doc["status"] != "created" and not body.get("force"):
-        raise invalid_task_status(f"task {doc['id']} is {doc['status']}; only created tasks can be edited")
-    fields = _apply_fields(ctx, doc, body)
+@shaped(Edit)
+def edit(ctx: Context, request: Edit) -> dict:
+    doc = get_task(ctx, request.task)
+    task_entity.check_editable(doc, bool(request.force))
+    fields = _apply_fields(ctx, doc, request)
     save(ctx, doc)
     return {"updated": 1, "fields": fields}
 
 
 @endpoint("tasks.update")
-def update(ctx: Context, body: dict) -> dict:
-    doc = get_task(ctx, require(body, "task"))
-    fields = {k: body[k] for k in ("name", "tags", "system_tags", "comment") if body.get(k) is not None}
-    if body.get("project") is not None:
-        projects_api.get_project(ctx, body["project"])
-        fields["project"] = body["project"]
-    if body.get("output__error") is not None:
-        doc["output"]["error"] = body["output__error"]
-    doc.update(fields)
+@shaped(Update)
+def update(ctx: Context, request: Update) -> dict:
+    doc = get_task(ctx, request.task)
+    fields = {k: v for k in ("name", "tags", "system_tags", "comment") if (v := getattr(request, k)) is not None}
+    if request.project is not None:
+        projects_api.get_project(ctx, request.project)
+        fields["project"] = request.project
+    if request.output__error is not None:
+        doc["output"]["error"] = request.output__error
+    doc.update(copy.deepcopy(fields))
     save(ctx, doc)
     return {"updated": 1, "fields": fields}
 
 
 @endpoint("tasks.ping")
-def ping(ctx: Context, body: dict) -> dict:
-    doc = get_task(ctx, require(body, "task"))
+@shaped(TaskRef)
+def ping(ctx: Context, request: TaskRef) -> dict:
+    doc = get_task(ctx, request.task)
     if ctx.worker:
         doc["last_worker"] = ctx.worker
     doc["last_worker_report"] = now()
@@ -269,282 +368,266 @@ def ping(ctx: Context, body: dict) -> dict:
 
 
 @endpoint("tasks.set_requirements")
-def set_requirements(ctx: Context, body: dict) -> dict:
-    doc = get_task(ctx, require(body, "task"))
-    doc["script"] = {**(doc.get("script") or {}), "requirements": body.get("requirements") or {}}
+@shaped(SetRequirements)
+def set_requirements(ctx: Context, request: SetRequirements) -> dict:
+    doc = get_task(ctx, request.task)
+    doc["script"] = {**(doc.get("script") or {}), "requirements": copy.deepcopy(request.requirements or {})}
     save(ctx, doc)
     return {"updated": 1, "fields": {"script.requirements": doc["script"]["requirements"]}}
 
 
-@endpoint("tasks.enqueue")
-def enqueue(ctx: Context, body: dict) -> dict:
-    doc = get_task(ctx, require(body, "task"))
-    queue_ref = body.get("queue") or body.get("queue_name")
-    queue = queues_api.get_queue(ctx, queue_ref) if queue_ref else queues_api.default_queue(ctx)
-    if doc["status"] == "queued" and doc["execution"].get("queue"):
-        queues_api.remove_task(ctx, doc["execution"]["queue"], doc["id"])
-    fields = set_status(ctx, doc, "queued", body)
-    doc["execution"]["queue"] = queue["id"]
-    save(ctx, doc)
-    queues_api.add_task(ctx, queue["id"], doc["id"])
-    return {"queued": 1, "updated": 1, "fields": {**fields, "execution.queue": queue["id"]}, "queue_watched": True}
-
-
-@endpoint("tasks.dequeue")
-def dequeue(ctx: Context, body: dict) -> dict:
-    doc = get_task(ctx, require(body, "task"))
-    if doc["status"] != "queued" and not body.get("force") and body.get("new_status") != "in_progress":
-        raise invalid_task_status(f"task {doc['id']} is not queued")
-    if doc["execution"].get("queue"):
-        queues_api.remove_task(ctx, doc["execution"]["queue"], doc["id"])
-    fields = {}
-    new_status = body.get("new_status") or "created"
-    if doc["status"] != new_status:
-        fields = set_status(ctx, doc, new_status, {**body, "force": True})
-    if new_status == "created":
-        doc["execution"]["queue"] = None
-    save(ctx, doc)
-    return {"dequeued": 1, "updated": 1, "fields": fields}
-
-
 @endpoint("tasks.reset")
-def reset(ctx: Context, body: dict) -> dict:
-    doc = get_task(ctx, require(body, "task"))
-    if doc["status"] == "published" and not body.get("force"):
-        raise invalid_task_status(f"task {doc['id']} is published")
-    dequeued = 0
-    if doc["status"] == "queued" and doc["execution"].get("queue"):
-        queues_api.remove_task(ctx, doc["execution"]["queue"], doc["id"])
-        dequeued = 1
-    fields = set_status(ctx, doc, "created", {**body, "force": True})
-    doc["execution"]["queue"] = None
-    doc["execution"]["artifacts"] = [a for a in doc["execution"].get("artifacts") or [] if a.get("mode") == "input"]
-    doc["models"]["output"] = []
-    doc.update(last_metrics={}, last_iteration=0, runtime={}, status_reason="", status_message="")
+@shaped(StatusChange)
+def reset(ctx: Context, request: StatusChange) -> dict:
+    doc = get_task(ctx, request.task)
+    task_entity.check_resettable(doc, bool(request.force))
+    dequeued = _leave_queue(ctx, doc)
+    fields = task_entity.fresh_run(doc, now())
+    doc.update(fields)
     ctx.store.delete_events(doc["id"])
     save(ctx, doc)
     return {"updated": 1, "dequeued": {"removed": dequeued}, "deleted_models": 0, "fields": fields}
 
 
 @endpoint("tasks.clone")
-def clone(ctx: Context, body: dict) -> dict:
-    source = get_task(ctx, require(body, "task"))
-    doc = copy.deepcopy(source)
-    stamp = now()
-    doc.update(
-        id=new_id(),
-        name=body.get("new_task_name") or f"{source['name']} (Clone)",
-        comment=body.get("new_task_comment") or source.get("comment") or "",
-        parent=body.get("new_task_parent") or source["id"],
-        status="created",
-        status_reason="",
-        status_message="",
-        status_changed=stamp,
-        created=stamp,
-        started=None,
-        completed=None,
-        published=None,
-        last_iteration=0,
-        last_metrics={},
-        last_worker=None,
-        active_duration=None,
-        runtime={},
-        user=ctx.user,
-        output={"destination": source.get("output", {}).get("destination")},
-    )
-    if body.get("new_task_project"):
-        projects_api.get_project(ctx, body["new_task_project"])
-        doc["project"] = body["new_task_project"]
-    doc["system_tags"] = [t for t in doc.get("system_tags") or [] if t not in ("development", "archived")]
-    doc["execution"]["queue"] = None
-    doc["execution"]["artifacts"] = [a for a in doc["execution"].get("artifacts") or [] if a.get("mode") == "input"]
-    doc["models"] = {"input": doc.get("models", {}).get("input") or [], "output": []}
+@shaped(Clone)
+def clone(ctx: Context, request: Clone) -> dict:
+    source = get_task(ctx, request.task)
+    doc = task_entity.cloned_document(source, new_id(), ctx.user, now())
+    doc["name"] = request.new_task_name or doc["name"]
+    doc["comment"] = request.new_task_comment or source.get("comment") or ""
+    doc["parent"] = request.new_task_parent or doc["parent"]
+    if request.new_task_project:
+        projects_api.get_project(ctx, request.new_task_project)
+        doc["project"] = request.new_task_project
     overrides = {
-        "tags": "new_task_tags",
-        "system_tags": "new_task_system_tags",
-        "hyperparams": "new_task_hyperparams",
-        "configuration": "new_task_configuration",
-        "container": "new_task_container",
+        "tags": request.new_task_tags,
+        "system_tags": request.new_task_system_tags,
+        "hyperparams": request.new_task_hyperparams,
+        "configuration": request.new_task_configuration,
+        "container": request.new_task_container,
     }
-    for field, key in overrides.items():
-        if body.get(key) is not None:
-            doc[field] = copy.deepcopy(body[key])
-    if body.get("new_task_input_models") is not None:
-        doc["models"]["input"] = body["new_task_input_models"]
-    if isinstance(body.get("execution_overrides"), dict):
-        doc["execution"].update(body["execution_overrides"])
+    doc.update({field: copy.deepcopy(value) for field, value in overrides.items() if value is not None})
+    if request.new_task_input_models is not None:
+        doc["models"]["input"] = copy.deepcopy(request.new_task_input_models)
+    if request.execution_overrides is not None:
+        doc["execution"].update(copy.deepcopy(request.execution_overrides))
     save(ctx, doc)
     return {"id": doc["id"], "new_project": None}
 
 
-def _delete(ctx: Context, doc: dict, body: dict) -> dict:
-    if doc["status"] == "in_progress" and not body.get("force"):
-        raise invalid_task_status(f"task {doc['id']} is in progress (use force)")
-    if doc["status"] == "queued" and doc["execution"].get("queue"):
-        queues_api.remove_task(ctx, doc["execution"]["queue"], doc["id"])
+def _delete(ctx: Context, doc: dict, request: ForceTaskRef) -> dict:
+    task_entity.check_deletable(doc, bool(request.force))
+    _leave_queue(ctx, doc)
     events = ctx.store.delete_events(doc["id"])
     ctx.store.delete("tasks", doc["id"])
     return {"deleted": True, "events": {"deleted": events}, "updated_children": 0, "updated_models": 0}
 
 
 @endpoint("tasks.delete")
-def delete(ctx: Context, body: dict) -> dict:
-    return _delete(ctx, get_task(ctx, require(body, "task")), body)
+@shaped(ForceTaskRef)
+def delete(ctx: Context, request: ForceTaskRef) -> dict:
+    return _delete(ctx, get_task(ctx, request.task), request)
 
 
-def _batch(action):
-    def handler(ctx: Context, body: dict) -> dict:
-        succeeded, failed = [], []
-        for task_id in id_list(body.get("ids")):
-            try:
-                succeeded.append({"id": task_id, **action(ctx, get_task(ctx, task_id), body)})
-            except Exception as exc:  # noqa: BLE001 - reported per id as the real API does
-                failed.append({"id": task_id, "error": {"msg": str(exc)}})
-        return {"succeeded": succeeded, "failed": failed}
-
-    return handler
-
-
-def _set_archived(archived: bool):
-    def action(ctx: Context, doc: dict, body: dict) -> dict:
-        tags = [t for t in doc.get("system_tags") or [] if t != "archived"]
-        doc["system_tags"] = [*tags, "archived"] if archived else tags
-        save(ctx, doc)
-        return {"archived" if archived else "unarchived": True}
-
-    return action
-
-
-endpoint("tasks.delete_many")(_batch(_delete))
-endpoint("tasks.archive_many")(_batch(_set_archived(True)))
-endpoint("tasks.unarchive_many")(_batch(_set_archived(False)))
+_archive = set_archived(save, True)
+endpoint("tasks.delete_many")(batch_endpoint(get_task, _delete))
+endpoint("tasks.archive_many")(batch_endpoint(get_task, _archive))
+endpoint("tasks.unarchive_many")(batch_endpoint(get_task, set_archived(save, False)))
 
 
 @endpoint("tasks.archive")
-def archive(ctx: Context, body: dict) -> dict:
-    for task_id in id_list(body.get("tasks")):
-        _set_archived(True)(ctx, get_task(ctx, task_id), body)
-    return {"archived": len(id_list(body.get("tasks")))}
+@shaped(Tasks)
+def archive(ctx: Context, request: Tasks) -> dict:
+    for task_id in request.tasks:
+        _archive(ctx, get_task(ctx, task_id))
+    return {"archived": len(request.tasks)}
 
 
 # artifacts and models
+class Artifact(Item):
+    key: Name
+    mode: ModelKind | None = None
+
+
+class Artifacts(TaskRef):
+    artifacts: Annotated[list[Artifact], Field(max_length=MAX_ITEMS)] = []
+
+
+def _artifact_key(artifact: dict) -> tuple:
+    return artifact.get("key"), artifact.get("mode") or "output"
+
+
 @endpoint("tasks.add_or_update_artifacts")
-def add_or_update_artifacts(ctx: Context, body: dict) -> dict:
-    doc = get_task(ctx, require(body, "task"))
-    artifacts = doc["execution"].setdefault("artifacts", []) or []
-    for artifact in body.get("artifacts") or []:
-        artifact = {"mode": "output", **artifact}
-        key = (artifact.get("key"), artifact.get("mode"))
-        artifacts[:] = [a for a in artifacts if (a.get("key"), a.get("mode", "output")) != key]
+@shaped(Artifacts)
+def add_or_update_artifacts(ctx: Context, request: Artifacts) -> dict:
+    doc = get_task(ctx, request.task)
+    artifacts = doc["execution"].get("artifacts") or []
+    for artifact in request.artifacts:
+        artifact = {"mode": "output", **artifact.stored()}
+        artifacts = [a for a in artifacts if _artifact_key(a) != _artifact_key(artifact)]
         artifacts.append(artifact)
     doc["execution"]["artifacts"] = artifacts
     save(ctx, doc)
-    return {"updated": len(body.get("artifacts") or [])}
+    return {"updated": len(request.artifacts)}
 
 
 @endpoint("tasks.delete_artifacts")
-def delete_artifacts(ctx: Context, body: dict) -> dict:
-    doc = get_task(ctx, require(body, "task"))
-    doomed = {(a.get("key"), a.get("mode") or "output") for a in body.get("artifacts") or []}
+@shaped(Artifacts)
+def delete_artifacts(ctx: Context, request: Artifacts) -> dict:
+    doc = get_task(ctx, request.task)
+    doomed = {_artifact_key(a.stored()) for a in request.artifacts}
     before = doc["execution"].get("artifacts") or []
-    kept = [a for a in before if (a.get("key"), a.get("mode", "output")) not in doomed]
+    kept = [a for a in before if _artifact_key(a) not in doomed]
     doc["execution"]["artifacts"] = kept
     save(ctx, doc)
     return {"deleted": len(before) - len(kept)}
 
 
+class ModelLink(TaskRef):
+    name: NonEmptyName
+    model: Id
+    type: ModelKind | None = None
+    iteration: int | None = None
+
+
 @endpoint("tasks.add_or_update_model")
-def add_or_update_model(ctx: Context, body: dict) -> dict:
-    doc = get_task(ctx, require(body, "task"))
-    kind = body.get("type") or "output"
-    if kind not in ("input", "output"):
-        raise bad_request(f"model type must be input or output, not {kind!r}")
-    items = [m for m in doc["models"].get(kind) or [] if m.get("name") != body.get("name")]
-    items.append({"name": require(body, "name"), "model": require(body, "model")})
+@shaped(ModelLink)
+def add_or_update_model(ctx: Context, request: ModelLink) -> dict:
+    doc = get_task(ctx, request.task)
+    kind = request.type or "output"
+    items = [m for m in doc["models"].get(kind) or [] if m.get("name") != request.name]
+    items.append({"name": request.name, "model": request.model})
     doc["models"][kind] = items
-    if body.get("iteration") is not None:
-        doc["last_iteration"] = max(doc.get("last_iteration") or 0, body["iteration"])
+    if request.iteration is not None:
+        doc["last_iteration"] = max(doc.get("last_iteration") or 0, request.iteration)
     save(ctx, doc)
     return {"updated": 1}
 
 
+class ModelRef(Item):
+    name: Name | None = None
+    type: ModelKind | None = None
+
+
+class ModelRefs(TaskRef):
+    models: Annotated[list[ModelRef], Field(max_length=MAX_ITEMS)] = []
+
+
 @endpoint("tasks.delete_models")
-def delete_models(ctx: Context, body: dict) -> dict:
-    doc = get_task(ctx, require(body, "task"))
+@shaped(ModelRefs)
+def delete_models(ctx: Context, request: ModelRefs) -> dict:
+    doc = get_task(ctx, request.task)
     deleted = 0
-    for ref in body.get("models") or []:
-        kind = ref.get("type") or "output"
+    for ref in request.models:
+        kind = ref.type or "output"
         before = doc["models"].get(kind) or []
-        doc["models"][kind] = [m for m in before if m.get("name") != ref.get("name")]
+        doc["models"][kind] = [m for m in before if m.get("name") != ref.name]
         deleted += len(before) - len(doc["models"][kind])
     save(ctx, doc)
     return {"updated": deleted}
 
 
 # hyperparameters and configuration
+class HyperParam(Item):
+    section: Name | None = None
+    name: Name
+
+
+class HyperParams(TaskRef):
+    hyperparams: Annotated[list[HyperParam], Field(max_length=MAX_ITEMS)] = []
+    replace_hyperparams: Literal["none", "section", "all"] | None = None
+
+
 @endpoint("tasks.edit_hyper_params")
-def edit_hyper_params(ctx: Context, body: dict) -> dict:
-    doc = get_task(ctx, require(body, "task"))
+@shaped(HyperParams)
+def edit_hyper_params(ctx: Context, request: HyperParams) -> dict:
+    doc = get_task(ctx, request.task)
     params = doc.get("hyperparams") or {}
-    replace = body.get("replace_hyperparams") or "none"
+    replace = request.replace_hyperparams or "none"
     if replace == "all":
         params = {}
-    new_items = body.get("hyperparams") or []
     if replace == "section":
-        for section in {p.get("section") for p in new_items}:
+        for section in {p.section for p in request.hyperparams}:
             params.pop(section, None)
-    for item in new_items:
-        section = item.get("section") or "General"
-        params.setdefault(section, {})[item["name"]] = {**item, "section": section}
+    for item in request.hyperparams:
+        section = item.section or "General"
+        params.setdefault(section, {})[item.name] = {**item.stored(), "section": section}
     doc["hyperparams"] = params
     save(ctx, doc)
     return {"updated": 1}
 
 
 @endpoint("tasks.get_hyper_params", read_only=True)
-def get_hyper_params(ctx: Context, body: dict) -> dict:
+@shaped(Tasks)
+def get_hyper_params(ctx: Context, request: Tasks) -> dict:
     result = []
-    for task_id in id_list(body.get("tasks")):
+    for task_id in request.tasks:
         doc = get_task(ctx, task_id)
         flat = [item for section in (doc.get("hyperparams") or {}).values() for item in section.values()]
         result.append({"task": task_id, "hyperparams": flat})
     return {"params": result}
 
 
+class HyperParamRef(Item):
+    section: Name | None = None
+    name: Name | None = None
+
+
+class HyperParamRefs(TaskRef):
+    hyperparams: Annotated[list[HyperParamRef], Field(max_length=MAX_ITEMS)] = []
+
+
 @endpoint("tasks.delete_hyper_params")
-def delete_hyper_params(ctx: Context, body: dict) -> dict:
-    doc = get_task(ctx, require(body, "task"))
+@shaped(HyperParamRefs)
+def delete_hyper_params(ctx: Context, request: HyperParamRefs) -> dict:
+    doc = get_task(ctx, request.task)
     params = doc.get("hyperparams") or {}
     deleted = 0
-    for item in body.get("hyperparams") or []:
-        section = params.get(item.get("section"))
+    for item in request.hyperparams:
+        section = params.get(item.section)
         if section is None:
             continue
-        if item.get("name"):
-            deleted += section.pop(item["name"], None) is not None
+        if item.name:
+            deleted += section.pop(item.name, None) is not None
         else:
-            deleted += len(params.pop(item["section"]))
+            deleted += len(params.pop(item.section))
     doc["hyperparams"] = params
     save(ctx, doc)
     return {"deleted": deleted}
 
 
+class ConfigurationItem(Item):
+    name: NonEmptyName
+
+
+class Configuration(TaskRef):
+    configuration: Annotated[list[ConfigurationItem], Field(max_length=MAX_ITEMS)] = []
+    replace_configuration: bool | None = None
+
+
 @endpoint("tasks.edit_configuration")
-def edit_configuration(ctx: Context, body: dict) -> dict:
-    doc = get_task(ctx, require(body, "task"))
-    config = {} if body.get("replace_configuration") else (doc.get("configuration") or {})
-    for item in body.get("configuration") or []:
-        config[require(item, "name")] = item
+@shaped(Configuration)
+def edit_configuration(ctx: Context, request: Configuration) -> dict:
+    doc = get_task(ctx, request.task)
+    config = {} if request.replace_configuration else (doc.get("configuration") or {})
+    for item in request.configuration:
+        config[item.name] = item.stored()
     doc["configuration"] = config
     save(ctx, doc)
     return {"updated": 1}
 
 
+class ConfigurationQuery(Tasks):
+    names: Names = []
+
+
 @endpoint("tasks.get_configurations", read_only=True)
-def get_configurations(ctx: Context, body: dict) -> dict:
-    names = set(id_list(body.get("names")))
+@shaped(ConfigurationQuery)
+def get_configurations(ctx: Context, request: ConfigurationQuery) -> dict:
+    names = set(request.names)
     result = []
-    for task_id in id_list(body.get("tasks")):
+    for task_id in request.tasks:
         config = get_task(ctx, task_id).get("configuration") or {}
         items = [v for k, v in config.items() if not names or k in names]
         result.append({"task": task_id, "configuration": items})
@@ -552,23 +635,34 @@ def get_configurations(ctx: Context, body: dict) -> dict:
 
 
 @endpoint("tasks.get_configuration_names", read_only=True)
-def get_configuration_names(ctx: Context, body: dict) -> dict:
+@shaped(Tasks)
+def get_configuration_names(ctx: Context, request: Tasks) -> dict:
     result = []
-    for task_id in id_list(body.get("tasks")):
+    for task_id in request.tasks:
         result.append({"task": task_id, "names": sorted(get_task(ctx, task_id).get("configuration") or {})})
     return {"configurations": result}
 
 
+class ConfigurationNames(TaskRef):
+    configuration: Names = []
+
+
 @endpoint("tasks.delete_configuration")
-def delete_configuration(ctx: Context, body: dict) -> dict:
-    doc = get_task(ctx, require(body, "task"))
+@shaped(ConfigurationNames)
+def delete_configuration(ctx: Context, request: ConfigurationNames) -> dict:
+    doc = get_task(ctx, request.task)
     config = doc.get("configuration") or {}
-    deleted = sum(config.pop(name, None) is not None for name in id_list(body.get("configuration")))
+    deleted = sum(config.pop(name, None) is not None for name in request.configuration)
     save(ctx, doc)
     return {"deleted": deleted}
 
 
+class Projects(Shape):
+    projects: Ids | None = None
+
+
 @endpoint("tasks.get_types", read_only=True)
-def get_types(ctx: Context, body: dict) -> dict:
-    project_ids = id_list(body.get("projects"))
+@shaped(Projects)
+def get_types(ctx: Context, request: Projects) -> dict:
+    project_ids = request.projects
     return {"types": sorted(t for t in ctx.store.distinct("tasks", "type", project_ids or None) if t)}
