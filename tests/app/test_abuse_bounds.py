@@ -36,6 +36,7 @@ def feedback(url: str, label: str, index: int, **options) -> httpx.Response:
     return httpx.post(f"{url}api/v1/feedback?label={label}", content=image_bytes("cat", index), **options)
 
 
+@pytest.mark.slow
 def test_new_label_flood_from_one_client_is_stopped(tmp_path, checkpoints):
     app, server, url = start(tmp_path, checkpoints, "--max-new-labels", "5", "--max-new-labels-per-client", "3")
     try:
@@ -94,6 +95,7 @@ def test_rate_limiter_window_slides():
     limiter.check("a")
 
 
+@pytest.mark.slow
 def test_publish_needs_a_signed_in_user_when_a_login_is_configured(tmp_path, checkpoints):
     _, server, url = start(tmp_path, checkpoints)
     try:  # no login: the app listens on this machine only, whose user may publish

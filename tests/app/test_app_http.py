@@ -226,6 +226,7 @@ class RecordingPredictor(Predictor):
         return super().forward(batch)
 
 
+@pytest.mark.slow
 def test_forwards_run_with_the_torch_threads_and_batch_size_the_options_say(tmp_path, checkpoints):
     config = app_config(tmp_path, "--cpu-threads", "1", "--max-batch", "4")
     before, switch_before = torch.get_num_threads(), sys.getswitchinterval()

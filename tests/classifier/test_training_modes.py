@@ -38,6 +38,7 @@ def test_head_mode_keeps_the_backbone_frozen(head_result):
         assert torch.equal(trained[f"features.{key}"], tensor), key
 
 
+@pytest.mark.slow
 def test_full_training_is_reproducible_for_a_seed(cat_dog, small_config):
     root, manifest = cat_dog
     config = small_config(mode="full", epochs=1)
@@ -48,6 +49,7 @@ def test_full_training_is_reproducible_for_a_seed(cat_dog, small_config):
     assert not torch.equal(first["head.weight"], other.checkpoint.state_dict["head.weight"])
 
 
+@pytest.mark.slow
 def test_augmentation_in_loader_workers_is_reproducible(cat_dog, small_config):
     root, manifest = cat_dog
     config = small_config(mode="full", epochs=1, num_workers=2)

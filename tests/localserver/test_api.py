@@ -8,10 +8,12 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 from server_testing import call, login, ok
 
 
+@pytest.mark.slow
 def test_login_and_token_checks(clearml_server):
     url = f"{clearml_server.api_url}/auth.login"
     assert requests.get(url, auth=(clearml_server.access_key, "wrong"), timeout=5).status_code == 401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import requests
 from server_testing import login, ok
 from test_files import auth, upload
@@ -9,6 +10,7 @@ from test_files import auth, upload
 from localserver import start_server_process
 
 
+@pytest.mark.slow
 def test_restart_after_kill_keeps_entities_queues_files_and_tokens(tmp_path):
     data_dir = tmp_path / "data"
     first = start_server_process(data_dir, port=0)

@@ -7,6 +7,7 @@ import os
 import socket
 import uuid
 
+import pytest
 import requests
 from clearml.utilities.requests_toolbelt import MultipartEncoder
 from server_testing import bearer, login, own_server, peak_rss_mb, raw_exchange, request_bytes
@@ -100,6 +101,7 @@ def test_paths_cannot_escape_the_store(clearml_server):
     assert (data_dir / "localserver.sqlite").exists()
 
 
+@pytest.mark.slow
 def test_large_files_are_streamed_not_buffered(tmp_path):
     server = start_server_process(tmp_path / "data", port=0)
     try:

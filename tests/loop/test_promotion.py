@@ -152,6 +152,7 @@ def test_rollback_takes_the_same_lock_and_keeps_one_production_model(clearml_ser
     assert "rollback from" in registry.find_model(ids[1]).metadata["promotion"]
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_dead_holder_is_broken_after_its_lease_and_only_once(clearml_server):
     name = f"lock-test-{uuid.uuid4().hex[:8]}/.lock"
     dead = ServerLock(name)

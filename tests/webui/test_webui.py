@@ -10,6 +10,8 @@ import pytest
 from webui_testing import UIClient
 
 from localserver import LocalServer
+from localserver.webui import load_extension
+from loop import webpage
 
 PARAMS = {"General": {"epochs": {"section": "General", "name": "epochs", "value": "3", "type": "int"}}}
 
@@ -601,3 +603,31 @@ def test_pages_refuse_to_be_framed(ui):
     response = ui.http.get("/login")
     assert response.headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+
+
+def test_the_loop_page_is_an_extension_the_server_does_not_have_by_itself(tmp_path):
+    """The web UI names nothing of the loop: without `loop.webpage`, no /loop page and no link to it."""
+    server = LocalServer(tmp_path / "bare")
+    bare = UIClient(server, extensions=())
+    try:
+        bare.sign_in()
+        assert bare.http.get("/loop").status_code == 404
+        assert 'href="/loop"' not in bare.http.get("/projects").text
+    finally:
+        bare.http.close()
+        server.close()
+
+
+def test_web_extensions_are_named_module_colon_attribute_with_a_clear_error(ui):
+    assert load_extension(webpage.SPEC) is webpage.extension
+    for spec, message in (
+        ("loop.webpage", "module:attribute"),
+        ("loop.webpage:nothing", "is not a localserver.webui.WebExtension"),
+        ("loop.webpage:MAX_VERSIONS", "is not a localserver.webui.WebExtension"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            load_extension(spec)
+    with pytest.raises(ImportError):
+        load_extension("no_such_module:extension")
+    ui.sign_in()
+    assert 'href="/loop"' in ui.http.get("/projects").text

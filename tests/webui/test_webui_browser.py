@@ -234,6 +234,7 @@ def test_signed_out_redirect_and_forged_csrf_are_refused(clearml_server, live_ui
     assert len(api().tasks.get_all(parent=draft.id)) == 0
 
 
+@pytest.mark.browser
 def test_a_pending_task_is_moved_to_the_front_of_its_queue(clearml_server, live_ui, browser_page):
     page, client = browser_page, api()
     queue = f"order-{uuid.uuid4().hex[:6]}"

@@ -28,10 +28,10 @@ CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 class UIClient:
     """A TestClient over the UI of a fresh LocalServer, with ``call`` for API calls as the SDK would make."""
 
-    def __init__(self, server: LocalServer):
+    def __init__(self, server: LocalServer, extensions=(webpage.extension,)):
+        """By default with the loop's page, as the dev stack serves it (`loop.webpage`)."""
         self.server = server
-        # With the loop's page, as the dev stack serves it (`loop.webpage`).
-        self.http = TestClient(Starlette(routes=routes(server, [webpage.extension])), follow_redirects=False)
+        self.http = TestClient(Starlette(routes=routes(server, extensions)), follow_redirects=False)
 
     def call(self, name: str, body: dict) -> dict:
         return api.call(self.server, name, body, USER_ID)
