@@ -10,16 +10,16 @@ from ..errors import ApiError
 from .core import NotFound, View, WebUI
 from .files import read_json_object
 from .graph import layout
-from .lookups import get_project, get_task, hidden_projects, version_tasks
+from .lookups import by_project, get_project, get_task, hidden_projects, version_tasks
 
 MAX_FILES_LISTED = 500
 
 
 def datasets_page(view: View):
     datasets = hidden_projects(view, ".datasets")
-    versions = version_tasks(view, [d["id"] for d in datasets], ["id", "project", "created", "runtime"])
+    versions = by_project(version_tasks(view, [d["id"] for d in datasets], ["id", "project", "created", "runtime"]))
     for dataset in datasets:
-        mine = [version for version in versions if version.get("project") == dataset["id"]]
+        mine = versions.get(dataset["id"], [])
         dataset["count"] = len(mine)
         dataset["latest"] = mine[-1] if mine else None
     return view.render("datasets.html", datasets=datasets)

@@ -72,6 +72,14 @@ def hidden_projects(view: View, marker: str) -> list[dict]:
     return result
 
 
+def by_project(tasks: list[dict]) -> dict[str, list[dict]]:
+    """``tasks`` grouped by their project id, each group in the order given."""
+    groups: dict[str, list[dict]] = {}
+    for task in tasks:
+        groups.setdefault(task.get("project") or "", []).append(task)
+    return groups
+
+
 def version_tasks(view: View, project_ids: list[str], fields=None, types: list[str] | None = None) -> list[dict]:
     """The tasks of these (hidden) projects, oldest first."""
     if not project_ids:

@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from .core import NotFound, View, WebUI
 from .graph import layout
-from .lookups import get_project, get_task, hidden_projects, task_names, version_tasks
+from .lookups import by_project, get_project, get_task, hidden_projects, task_names, version_tasks
 
 DRAFT_STATUS = "created"
 
@@ -25,9 +25,9 @@ def is_draft(controller: dict) -> bool:
 def pipelines_page(view: View):
     pipelines = hidden_projects(view, ".pipelines")
     fields = ["id", "project", "created", "status"]
-    controllers = version_tasks(view, [p["id"] for p in pipelines], fields, types=["controller"])
+    controllers = by_project(version_tasks(view, [p["id"] for p in pipelines], fields, types=["controller"]))
     for pipeline in pipelines:
-        mine = [c for c in controllers if c.get("project") == pipeline["id"]]
+        mine = controllers.get(pipeline["id"], [])
         runs = [c for c in mine if not is_draft(c)]
         pipeline["count"], pipeline["drafts"] = len(runs), len(mine) - len(runs)
         pipeline["latest"] = runs[-1] if runs else None
