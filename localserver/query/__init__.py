@@ -1,8 +1,10 @@
-"""The ``*.get_all`` query language: filters, ordering and paging (``filters``, which runs a request against the
-store), the regular-expression guard (``patterns``) and ``only_fields`` projection (``projection``)."""
+"""The ``*.get_all`` query language: a request parsed once into typed conditions (``language``), which both the
+SQL compiler that runs it against the store (``sql``) and the Python matcher read; the regular-expression guard
+(``patterns``) and ``only_fields`` projection (``projection``)."""
 
-from .filters import QuerySpec, matches, order, run_query, select
+from .language import Query, QuerySpec, parse, run_query
 from .patterns import compile_pattern
 from .projection import project, projection
+from .sql import select
 
-__all__ = ["QuerySpec", "compile_pattern", "matches", "order", "project", "projection", "run_query", "select"]
+__all__ = ["Query", "QuerySpec", "compile_pattern", "parse", "project", "projection", "run_query", "select"]

@@ -147,7 +147,7 @@ def test_json_bodies_above_the_limit_are_refused(tmp_path):
                     sock.sendall(b"%x\r\n" % len(part) + part + b"\r\n")
             assert read_response(sock).status == 413
         small = requests.post(
-            f"{server.api_url}/tasks.get_all", json={"name": "x" * 1000}, headers=bearer(token), timeout=5
+            f"{server.api_url}/tasks.get_all", json={"id": ["x" * 1000]}, headers=bearer(token), timeout=5
         )
         assert small.status_code == 200
 

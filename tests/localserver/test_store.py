@@ -123,6 +123,9 @@ QUERIES = [
     {"project": [None], "tags": [None]},
     {"order_by": ["-created"], "page_size": 30, "only_fields": ["name", "comment", "parent", "tags", "last_update"]},
     {"status": ["completed"], "order_by": ["name"], "page_size": 9, "only_fields": ["id", "runtime", "last_iteration"]},
+    {"_all_": {"fields": ["name", "comment"], "pattern": "a"}, "order_by": ["name"], "page_size": 5},
+    {"last_update": ["2026-02-01T00:00:00", "2026-02-20T00:00:00"], "status": ["-failed"], "tags": ["__$not", "a"]},
+    {"name": ["^alpha", "beta"], "project": ["p1"], "system_tags": ["__$any", "dataset", "pipeline"], "size": 8},
 ]
 
 
@@ -198,6 +201,14 @@ def test_unknown_filter_and_field_paths_are_refused_and_sdk_options_accepted(ser
             call(server, "tasks.get_all", **bad)
         assert (refused.value.code, refused.value.subcode) == (400, 12)
         assert "invalid task field" in refused.value.msg
+
+
+def test_a_pattern_outside_the_safe_subset_is_refused_whatever_the_data(server):
+    """The request is parsed before anything is read: an empty result set does not let a bad pattern through."""
+    for request in ({"name": "^(a+)+$"}, {"_or_": {"fields": ["name", "comment"], "pattern": "(ab|cd)*e"}}):
+        with pytest.raises(ApiError) as refused:
+            call(server, "tasks.get_all", project=["no-such-project"], **request)
+        assert refused.value.code == 400 and "pattern" in refused.value.msg
 
 
 def test_search_text_is_a_case_insensitive_substring_not_a_pattern(server):
