@@ -32,6 +32,7 @@ def _one_or_many(value):
 
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
 Name = Annotated[str, Field(max_length=MAX_NAME)]
+NonEmptyName = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
 Ids = Annotated[list[Id], BeforeValidator(_one_or_many), Field(max_length=MAX_ITEMS)]
 Tags = Annotated[list[Name], Field(max_length=MAX_ITEMS)]

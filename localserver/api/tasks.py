@@ -18,7 +18,7 @@ from . import Context, endpoint, new_id, now
 from . import projects as projects_api
 from . import queues as queues_api
 from .batch import batch_endpoint, set_archived
-from .shapes import MAX_ITEMS, MAX_NAME, Document, Id, Ids, Item, Name, Names, Shape, Tags, Text, shaped
+from .shapes import MAX_ITEMS, Document, Id, Ids, Item, Name, Names, NonEmptyName, Shape, Tags, Text, shaped
 
 SPEC = QuerySpec(
     list_fields=frozenset(
@@ -57,7 +57,6 @@ EDITABLE = (
     "runtime",
     "input",
 )  # plus project, execution (keeping artifacts and queue unless given), output_dest and models, handled below
-NonEmptyName = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
 ModelKind = Literal["input", "output"]
 
 
