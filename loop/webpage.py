@@ -7,7 +7,7 @@ Mounted as a `localserver.webui.WebExtension` (the server names nothing of the l
 
 The defaults are the loop's names (`loop.settings`, so the `CLASSIFIER_*` overrides hold); the query string can
 name others (`?project=&dataset_project=&dataset=&pipeline=&tag=`). The page makes a fixed number of API calls,
-whatever the number of rows, and shows the newest `MAX_VERSIONS` dataset versions.
+whatever the number of rows, and shows the newest `MAX_VERSIONS` dataset versions and `MAX_RUNS` pipeline runs.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from localserver.webui import WebExtension
 from localserver.webui.core import Invalid, View, WebUI
 from localserver.webui.datasets import dataset_versions
 from localserver.webui.lookups import project_by_name, task_names
-from localserver.webui.pipelines import is_draft, pipeline_dag, pipeline_runs, run_args
+from localserver.webui.pipelines import pipeline_dag, pipeline_runs, run_args
 from loop import settings
 from loop.registry import RegistryModel, pick_production
 
 MAX_VERSIONS = 100
+MAX_RUNS = 2 * MAX_VERSIONS  # a version's retries and manual runs; older runs are left out, and the page says so
 MAX_NAME_CHARS = 200
 TRAIN_STEP, GATE_STEP = "train", "register_model"  # the step names of pipelines/retrain.py
 MODEL_FIELDS = ["id", "name", "tags", "ready", "created", "last_update", "labels", "metadata", "task", "project"]
@@ -58,7 +59,7 @@ def loop_page(view: View):
     shown_versions = list(reversed(versions))[:MAX_VERSIONS]
     fields = ["id", "name", "status", "created", "tags", "hyperparams", "configuration"]
     runs = (
-        [r for r in pipeline_runs(view, pipeline_project["id"], fields) if not is_draft(r)] if pipeline_project else []
+        pipeline_runs(view, pipeline_project["id"], fields, runs_only=True, newest=MAX_RUNS) if pipeline_project else []
     )
     outcomes = run_outcomes(view, runs)
     runs_by_dataset: dict[str, list[dict]] = {}
@@ -85,6 +86,7 @@ def loop_page(view: View):
         dataset_project=dataset_project,
         pipeline_project=pipeline_project,
         hidden_versions=len(versions) - len(shown_versions),
+        runs_cut=MAX_RUNS if len(runs) == MAX_RUNS else 0,
         orphan_runs=[run for dataset, mine in runs_by_dataset.items() if dataset not in listed for run in mine],
     )
 

@@ -34,8 +34,9 @@ def pipelines_page(view: View):
     return view.render("pipelines.html", pipelines=pipelines)
 
 
-def pipeline_runs(view: View, project_id: str, fields=None) -> list[dict]:
-    """The pipeline's controllers, newest first: its runs and drafts (``is_draft``)."""
+def pipeline_runs(view: View, project_id: str, fields=None, runs_only: bool = False, newest: int = 0) -> list[dict]:
+    """The pipeline's controllers, newest first: its runs and drafts (``is_draft``), or only its runs; the
+    ``newest`` ones when given."""
     fields = fields or [
         "id",
         "name",
@@ -50,6 +51,10 @@ def pipeline_runs(view: View, project_id: str, fields=None) -> list[dict]:
     ]
     body = {"project": [project_id], "search_hidden": True, "order_by": ["-created"], "only_fields": fields}
     body["type"] = ["controller"]
+    if runs_only:
+        body["status"] = ["-" + DRAFT_STATUS]
+    if newest:
+        body["page_size"] = newest
     return view.api("tasks.get_all", body)["tasks"]
 
 

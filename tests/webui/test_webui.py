@@ -501,6 +501,20 @@ def test_the_loop_page_follows_feedback_to_production(ui):
     assert ui.http.get("/loop?project=" + "x" * 201).status_code == 400
 
 
+def test_the_loop_page_reads_only_the_newest_runs_and_no_drafts(ui, monkeypatch):
+    monkeypatch.setattr(webpage, "MAX_RUNS", 2)
+    pipelines = ui.call("projects.create", {"name": "selfimproving-classifier/.pipelines/retrain"})["id"]
+    args = {"Args": {"dataset_id": {"section": "Args", "name": "dataset_id", "value": "gone"}}}
+    for name in ("run-1", "run-2", "run-3", "draft"):
+        run = ui.call("tasks.create", {"name": name, "project": pipelines, "type": "controller", "hyperparams": args})
+        if name != "draft":
+            ui.call("tasks.started", {"task": run["id"]})
+    ui.sign_in()
+    page = ui.http.get("/loop").text
+    assert "Only the newest 2 pipeline runs are read." in page
+    assert "2 pipeline runs name no dataset version listed here." in page  # the draft is no run
+
+
 def test_the_loop_page_names_the_production_model_by_the_registrys_rule_while_the_tag_moves(ui):
     """Mid-promotion two published models carry the tag; the one with the higher promotion number is production."""
     tagged = {"project": ui.call("projects.create", {"name": "selfimproving-classifier"})["id"]}
