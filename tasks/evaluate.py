@@ -10,10 +10,10 @@ the per-class table as plots.
 
 from __future__ import annotations
 
+# The ML core (torch, torchvision: ~3 s to import) is imported where it computes, so register_model, which reads
+# this module's artifact name and re-evaluates only when production moved, starts without it.
 from clearml import Task
 
-from classifier.embeddings import DEFAULT_CACHE_DIR, EmbeddingCache
-from classifier.evaluate import compare_on_shared_classes, evaluate_checkpoint
 from loop import datasets, registry, stages
 from tasks.prepare_data import load_split
 
@@ -22,6 +22,9 @@ EVALUATION_ARTIFACT = "evaluation"
 
 
 def run(task: Task, params: dict) -> dict:
+    from classifier.embeddings import DEFAULT_CACHE_DIR, EmbeddingCache
+    from classifier.evaluate import evaluate_checkpoint
+
     stages.require(params, "prepare_task_id", "model_id")
     manifest = load_split(params["prepare_task_id"])
     root = datasets.local_copy(manifest.dataset_id)
@@ -58,6 +61,8 @@ def compare(candidate, production_id: str | None, root, manifest, cache) -> dict
     """`production_model_id` and `shared` (both models' metrics on the classes they share; None: no production)."""
     if not production_id:
         return {"production_model_id": None, "shared": None}
+    from classifier.evaluate import compare_on_shared_classes
+
     on_candidate, on_production, classes = compare_on_shared_classes(
         candidate, registry.load_checkpoint(production_id), root, manifest.val, cache=cache
     )
@@ -69,6 +74,8 @@ def compare(candidate, production_id: str | None, root, manifest, cache) -> dict
 
 def evaluate_against(evaluation: dict, production_id: str | None) -> dict:
     """`compare` for an earlier evaluation's candidate and split, against another production model."""
+    from classifier.embeddings import DEFAULT_CACHE_DIR, EmbeddingCache
+
     manifest = load_split(evaluation["prepare_task_id"])
     root = datasets.local_copy(manifest.dataset_id)
     candidate = registry.load_checkpoint(evaluation["model_id"])

@@ -212,6 +212,14 @@ def test_dataset_lineage_pipeline_dag_and_every_printed_link(
     dag.locator("[data-node='step-two']").click()
     expect(page.locator("h1")).to_have_text("step-two")
 
+    page.goto(f"{live_ui.base_url}/loop?project={project}&dataset=pets")  # versions without a retrain pipeline
+    expect(page.locator("#loop tbody tr")).to_have_count(2)
+    expect(page.locator("#latest-feedback")).to_contain_text("no pipeline run yet")
+    shot(page, "loop")
+    page.goto(f"{live_ui.base_url}/pipelines")
+    expect(page.locator("main")).to_contain_text(project)
+    shot(page, "pipelines")
+
     for kind, link in links.items():
         response = page.goto(link)
         assert response.status == 200, (kind, link)
