@@ -3,6 +3,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# Test processes (pytest-xdist). The full suite hands them whole files, so the agents and servers a file's
+# fixtures start run once; the fast subset hands out single tests (78 s instead of 99 s on 2 cores).
+WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(WORKERS)
 # Content-addressed, so a fresh clone with the same requirements reuses an installed virtualenv.
 REQ_HASH := $(shell cat requirements.txt requirements-torch.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml | sha256sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
@@ -26,10 +30,10 @@ run: $(STAMP)
 	$(PY) -m devstack run $(ARGS)
 
 test: install-test lint
-	$(PY) -m pytest
+	$(PYTEST) --dist loadfile $(ARGS)
 
 test-fast: install lint
-	$(PY) -m pytest -m "not slow and not browser" $(ARGS)
+	$(PYTEST) --dist load -m "not slow and not browser" $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
