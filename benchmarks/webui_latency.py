@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from benchmarks.common import percentile
-from localserver import LocalServer
+from localserver import LocalServer, task_entity
 from localserver.api import Context, events, new_id
 from localserver.api import models as models_api
 from localserver.api import projects as projects_api
@@ -41,7 +41,8 @@ def seed(server: LocalServer, tasks: int, models: int, scalar_events: int) -> di
         project = projects_api.ensure_project(ctx, "bench/large")
         task_ids = []
         for index in range(tasks):
-            doc = tasks_api.new_task(ctx, {"name": f"run-{index:05d}", "project": project["id"], "type": "training"})
+            doc = task_entity.new_document(new_id(), USER_ID, tasks_api.now())
+            doc.update(name=f"run-{index:05d}", project=project["id"], type="training")
             doc.update(status="completed", started=doc["created"], completed=doc["created"], last_iteration=99)
             doc["hyperparams"] = {
                 "General": {

@@ -84,9 +84,10 @@ def _deep_copy(value):
     return value
 
 
-def plain_fields(only_fields) -> tuple[str, ...]:
-    """``only_fields`` when they are all plain top-level names the store can take out of documents, else ()."""
+def plain_fields(only_fields) -> tuple[str, ...] | None:
+    """``only_fields`` but ``id`` when they are all plain top-level names the store can take out of documents
+    (``()`` for the ids alone), else None."""
     fields = field_names(only_fields)
     if fields and all(PLAIN_FIELD.fullmatch(f) for f in fields):
         return tuple(f for f in fields if f != "id")
-    return ()
+    return None

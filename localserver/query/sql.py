@@ -99,9 +99,11 @@ def select(store, entity: str, request: dict, spec: QuerySpec, hide_hidden: bool
         if in_sql and window is not None:
             rowids = rowids[window[0] : window[0] + window[1]]
         docs = store.by_rowids(entity, rowids)
-    elif in_sql and window is not None:
-        fields = plain_fields(query.only_fields) if decorate is None else ()
-        docs = store.select(entity, plan.where, plan.params, ordering, limit=window[1], offset=window[0], fields=fields)
+    elif in_sql:
+        # Plain top-level fields are taken out by SQLite: a count of ids decodes no document.
+        fields = plain_fields(query.only_fields) if decorate is None else None
+        limit, offset = (window[1], window[0]) if window is not None else (None, 0)
+        docs = store.select(entity, plan.where, plan.params, ordering, limit=limit, offset=offset, fields=fields)
     else:
         docs = store.select(entity, plan.where, plan.params, ordering if in_sql else "")
     if decorate is not None:

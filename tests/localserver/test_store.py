@@ -126,6 +126,8 @@ QUERIES = [
     {"_all_": {"fields": ["name", "comment"], "pattern": "a"}, "order_by": ["name"], "page_size": 5},
     {"last_update": ["2026-02-01T00:00:00", "2026-02-20T00:00:00"], "status": ["-failed"], "tags": ["__$not", "a"]},
     {"name": ["^alpha", "beta"], "project": ["p1"], "system_tags": ["__$any", "dataset", "pipeline"], "size": 8},
+    {"system_tags": ["-archived"], "project": ["p2"], "only_fields": ["id"]},  # the web UI's count: no decoding
+    {"status": ["completed"], "only_fields": ["id", "name", "comment"]},
 ]
 
 
