@@ -8,10 +8,25 @@ import json
 import socket
 from dataclasses import dataclass
 
+import pytest
 import requests
 
-from localserver import start_server_process
+from localserver import api, start_server_process
+from localserver.errors import ApiError
 from localserver.limits import Limits
+
+
+def direct(server, endpoint: str, worker: str | None = None, **body) -> dict:
+    """Run ``endpoint`` in this process as the local user (the ``server`` fixture of conftest.py)."""
+    return api.call(server, endpoint, body, "local-user", worker=worker)
+
+
+def assert_shape_error(server, endpoint: str, body: dict, message: str) -> None:
+    """The body is refused at the endpoint's edge: 400/12 naming the field in ``message``."""
+    with pytest.raises(ApiError) as refused:
+        api.call(server, endpoint, body, "local-user")
+    assert (refused.value.code, refused.value.subcode) == (400, 12)
+    assert refused.value.msg.startswith("Validation error: ") and message in refused.value.msg
 
 
 def login(server, expiration_sec: int | None = None) -> str:

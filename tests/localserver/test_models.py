@@ -4,21 +4,10 @@ task's output model, and a refused request that leaves the stored model as it wa
 from __future__ import annotations
 
 import pytest
+from server_testing import assert_shape_error
+from server_testing import direct as call
 
-from localserver import api
 from localserver.errors import ApiError
-from localserver.server import LocalServer
-
-
-def call(server, endpoint: str, **body):
-    return api.call(server, endpoint, body, "local-user")
-
-
-@pytest.fixture
-def server(tmp_path):
-    server = LocalServer(tmp_path / "data")
-    yield server
-    server.close()
 
 
 @pytest.mark.parametrize(
@@ -36,10 +25,7 @@ def server(tmp_path):
     ],
 )
 def test_bodies_of_the_wrong_shape_are_refused_with_the_field_named(server, endpoint, body, message):
-    with pytest.raises(ApiError) as refused:
-        api.call(server, endpoint, body, "local-user")
-    assert (refused.value.code, refused.value.subcode) == (400, 12)
-    assert refused.value.msg.startswith("Validation error: ") and message in refused.value.msg
+    assert_shape_error(server, endpoint, body, message)
 
 
 def test_missing_fields_keep_their_message(server):
@@ -49,7 +35,7 @@ def test_missing_fields_keep_their_message(server):
         ("models.update_for_task", {"uri": "file:///m"}, "task"),
     ):
         with pytest.raises(ApiError) as refused:
-            api.call(server, endpoint, body, "local-user")
+            call(server, endpoint, **body)
         assert refused.value.msg == f"Missing required field: {field}"
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from server_testing import direct as call
 
 from localserver import api
 from localserver.api import tasks as tasks_api
@@ -26,17 +27,6 @@ from localserver.store import Store
 # scalars each; 2 queued on "default"), a hidden dataset project with one dataset task, a published model, and
 # the keys V1ACCESS / v1-secret.
 SCHEMA_V1 = Path(__file__).parent / "data" / "schema_v1.sqlite"
-
-
-def call(server, endpoint: str, **body):
-    return api.call(server, endpoint, body, "local-user")
-
-
-@pytest.fixture
-def server(tmp_path):
-    server = LocalServer(tmp_path / "data")
-    yield server
-    server.close()
 
 
 def test_a_schema_v1_data_dir_is_migrated_and_served(tmp_path):

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 import requests
-from server_testing import bearer, login
+from server_testing import assert_shape_error, bearer, direct, login
 
 from localserver import EmbeddedServer, api, task_entity
 from localserver.errors import ApiError
-from localserver.server import LocalServer
 from localserver.store import Store
 
 # The fields a run leaves behind; a new, cloned or reset task starts without any of them.
@@ -30,14 +29,7 @@ RUN_FIELDS = {
 
 
 def call(server, endpoint: str, **body):
-    return api.call(server, endpoint, body, "local-user", worker="host:0")
-
-
-@pytest.fixture
-def server(tmp_path):
-    server = LocalServer(tmp_path / "data")
-    yield server
-    server.close()
+    return direct(server, endpoint, worker="host:0", **body)
 
 
 def ran_task(server) -> dict:
@@ -183,10 +175,7 @@ def test_a_programming_error_in_a_batch_is_a_500_and_stores_nothing(tmp_path, mo
     ],
 )
 def test_bodies_of_the_wrong_shape_are_refused_with_the_field_named(server, endpoint, body, message):
-    with pytest.raises(ApiError) as refused:
-        api.call(server, endpoint, body, "local-user")
-    assert (refused.value.code, refused.value.subcode) == (400, 12)
-    assert refused.value.msg.startswith("Validation error: ") and message in refused.value.msg
+    assert_shape_error(server, endpoint, body, message)
 
 
 def test_missing_fields_keep_their_message_and_unknown_fields_are_ignored(server):
