@@ -20,6 +20,7 @@ import sys
 
 from clearml import PipelineController, Task
 
+from classifier.gate import DEFAULT_LOG_LOSS_TOLERANCE
 from loop import datasets, settings, stages
 from loop.errors import StageError, exit_on_error
 from tasks.register import register_templates
@@ -33,7 +34,11 @@ PARAMETERS = {
     "mode": ("head", "training mode: head (cached embeddings) or full fine-tuning"),
     "epochs": (10, "training epochs"),
     "backbone": ("efficientnet_lite0", "backbone of a model trained from scratch"),
-    "tolerance": (0.02, "promotion gate: how much worse than production the candidate may be"),
+    "tolerance": (0.02, "promotion gate: how much lower than production's the candidate's accuracy may be"),
+    "log_loss_tolerance": (
+        DEFAULT_LOG_LOSS_TOLERANCE,
+        "promotion gate: how much higher than production's the candidate's log loss may be (nats)",
+    ),
     "train_queue": (settings.TRAIN_QUEUE, "queue of the train step"),
     "default_queue": (settings.DEFAULT_QUEUE, "queue of the other steps"),
 }
@@ -102,6 +107,7 @@ def build_pipeline(**values) -> PipelineController:
         parameter_override={
             "General/evaluate_task_id": "${evaluate.id}",
             "General/tolerance": "${pipeline.tolerance}",
+            "General/log_loss_tolerance": "${pipeline.log_loss_tolerance}",
         },
         execution_queue=args["default_queue"],
         **template,

@@ -1,29 +1,29 @@
 """Stage 4: the promotion gate. Publish the candidate and make it the production model, or refuse.
 
-Input: `evaluate_task_id` (its `evaluation` artifact) and `tolerance`. The candidate is promoted when, on the
-classes both models know, it is not worse than the production model by more than `tolerance` (or when there
-is no production model yet). The promotion is a compare-and-set (`loop.registry.promote`): if another run
+Input: `evaluate_task_id` (its `evaluation` artifact), `tolerance` and `log_loss_tolerance`. The candidate is
+promoted when, on the classes both models know, its accuracy is not worse than the production model's by more
+than `tolerance` and its log loss not higher by more than `log_loss_tolerance` (`classifier.gate`), or when
+there is no production model yet. The promotion is a compare-and-set (`loop.registry.promote`): if another run
 promoted a model since the evaluation, the candidate is evaluated again against that model before anything is
 published. A refused candidate stays unpublished, with the reason in its comment. The task records which
 model the candidate was compared with and why it was or was not promoted (user properties and the `decision`
 artifact); the model's metadata holds the same.
 
-    python -m tasks.register_model --evaluate-task-id <id> --tolerance 0.02
+    python -m tasks.register_model --evaluate-task-id <id> --tolerance 0.02 --log-loss-tolerance 0.05
 """
 
 from __future__ import annotations
 
 from clearml import Task
 
+from classifier.gate import DEFAULT_LOG_LOSS_TOLERANCE, decide_promotion
 from loop import registry, stages
 from tasks import evaluate as evaluate_stage
 
-DEFAULTS = {"evaluate_task_id": "", "tolerance": 0.02}
+DEFAULTS = {"evaluate_task_id": "", "tolerance": 0.02, "log_loss_tolerance": DEFAULT_LOG_LOSS_TOLERANCE}
 
 
 def run(task: Task, params: dict) -> dict:
-    from classifier.gate import decide_promotion
-
     stages.require(params, "evaluate_task_id")
     evaluation = stages.task_artifact(params["evaluate_task_id"], evaluate_stage.EVALUATION_ARTIFACT)
     candidate_id = evaluation["model_id"]
@@ -39,7 +39,10 @@ def run(task: Task, params: dict) -> dict:
             reevaluated_against.append(production_id)
         shared = evaluation.get("shared")
         candidate_metrics = shared["candidate"] if shared else evaluation["candidate"]
-        return decide_promotion(candidate_metrics, shared["production"] if shared else None, params["tolerance"])
+        production_metrics = shared["production"] if shared else None
+        return decide_promotion(
+            candidate_metrics, production_metrics, params["tolerance"], params["log_loss_tolerance"]
+        )
 
     registry.set_metadata(
         candidate_id,

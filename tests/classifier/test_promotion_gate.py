@@ -4,7 +4,7 @@ import pytest
 
 from classifier.data import LabeledFile
 from classifier.evaluate import compare_on_shared_classes, evaluate_checkpoint
-from classifier.gate import decide_promotion
+from classifier.gate import DEFAULT_LOG_LOSS_TOLERANCE, decide_promotion
 from classifier.train import train
 
 
@@ -29,6 +29,22 @@ def test_gate_publishes_a_better_model_and_refuses_a_worse_one(head_result, wors
     worse = decide_promotion(bad, good, tolerance=0.01)
     assert not worse.promote
     assert f"{bad['accuracy']:.4f}" in worse.reason and f"{good['accuracy']:.4f}" in worse.reason
+
+
+def test_an_unsure_model_equal_on_accuracy_is_refused_on_log_loss(head_result, cat_dog):
+    """The same head at a tenth of its logits: every argmax (so the accuracy) is the same, the confidence is not."""
+    root, manifest = cat_dog
+    sure = head_result.checkpoint
+    state = dict(sure.state_dict, **{key: sure.state_dict[key] / 10 for key in ("head.weight", "head.bias")})
+    unsure = dataclasses.replace(sure, state_dict=state)
+    on_unsure, on_sure, _ = compare_on_shared_classes(unsure, sure, root, manifest.val)
+    assert on_unsure["accuracy"] == on_sure["accuracy"]
+    assert on_unsure["log_loss"] > on_sure["log_loss"] + DEFAULT_LOG_LOSS_TOLERANCE
+
+    refused = decide_promotion(on_unsure, on_sure, tolerance=0.02)
+    assert not refused.promote and "log loss worse by" in refused.reason
+    assert f"{on_unsure['log_loss']:.4f} vs {on_sure['log_loss']:.4f}" in refused.reason
+    assert decide_promotion(on_sure, on_unsure, tolerance=0.02).promote  # the calibrated one replaces it
 
 
 def test_candidate_with_a_new_class_is_compared_on_the_classes_both_know(cat_dog_rabbit, head_result, session_config):
@@ -64,6 +80,22 @@ def test_gate_rules_and_bad_input():
         decide_promotion({"accuracy": 0.9}, {"accuracy": 0.9}, -0.1)
     with pytest.raises(ValueError, match="accuracy"):
         decide_promotion({"macro_f1": 0.9}, {"accuracy": 0.9}, 0.0)
+
+
+def test_log_loss_rule_and_its_tolerance():
+    production = {"accuracy": 1.0, "log_loss": 0.10}
+    assert decide_promotion({"accuracy": 1.0, "log_loss": 0.14}, production, 0.0).promote  # within 0.05 nats
+    worse = decide_promotion({"accuracy": 1.0, "log_loss": 0.16}, production, 0.0)
+    assert not worse.promote and "log loss worse by 0.0600" in worse.reason
+    assert decide_promotion({"accuracy": 1.0, "log_loss": 0.16}, production, 0.0, log_loss_tolerance=0.1).promote
+    assert not decide_promotion({"accuracy": 0.9, "log_loss": 0.01}, production, 0.05).promote  # accuracy first
+    older = decide_promotion({"accuracy": 1.0, "log_loss": 9.0}, {"accuracy": 1.0}, 0.0)
+    assert older.promote and "no log loss to compare" in older.reason
+    for bad in (-0.1, float("nan"), "0.05", True):
+        with pytest.raises(ValueError, match="log_loss_tolerance"):
+            decide_promotion({"accuracy": 1.0}, production, 0.0, log_loss_tolerance=bad)
+    with pytest.raises(ValueError, match="log_loss"):
+        decide_promotion({"accuracy": 1.0, "log_loss": float("inf")}, production, 0.0)
 
 
 def test_compare_refuses_models_without_shared_classes(head_result, cat_dog):

@@ -10,7 +10,7 @@ ENTRY_POINTS = {
     "tasks.prepare_data": ["--dataset-id", "--val-fraction", "--min-side"],
     "tasks.train": ["--prepare-task-id", "--parent-model-id", "--mode", "--epochs", "--backbone", "--lr"],
     "tasks.evaluate": ["--prepare-task-id", "--model-id", "--production-model-id"],
-    "tasks.register_model": ["--evaluate-task-id", "--tolerance"],
+    "tasks.register_model": ["--evaluate-task-id", "--tolerance", "--log-loss-tolerance"],
     "tasks.register": [],
     "tasks.rollback": ["--project"],
     "tasks.bootstrap_dataset": ["--folder", "--sample", "--petimages", "--archive"],
@@ -35,7 +35,7 @@ def test_pipeline_commands_take_the_pipeline_parameters(command, capsys):
     with pytest.raises(SystemExit):
         retrain.main([command, "--help"])
     text = capsys.readouterr().out
-    for option in ("--mode", "--epochs", "--backbone", "--tolerance", "--train-queue"):
+    for option in ("--mode", "--epochs", "--backbone", "--tolerance", "--log-loss-tolerance", "--train-queue"):
         assert option in text
     assert ("--dataset-id" in text) == (command == "run")
 

@@ -159,9 +159,10 @@ def test_a_candidate_evaluated_against_an_older_production_model_is_evaluated_ag
     one's evaluation stale, so register_model evaluates it again against the new production model."""
     first = train_and_evaluate(env, prepare.id, "--parent-model-id", "none", *TRAIN_ARGS)
     second = train_and_evaluate(env, prepare.id, "--parent-model-id", "none", *TRAIN_ARGS)
-    register(env, first, "--tolerance", "1")  # promoted whatever the scores: this test is about the order
+    whatever = ("--tolerance", "1", "--log-loss-tolerance", "1000")
+    register(env, first, *whatever)  # promoted whatever the scores: this test is about the order
     assert registry.production_model().id == first.model_id
-    register(env, second, "--tolerance", "1")
+    register(env, second, *whatever)
     decision = stages.task_artifact(second.register.id, "decision")
     assert decision["evaluated_against"] == good.model_id
     assert decision["reevaluated_against"] == [first.model_id]
