@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from clearml import Task
@@ -29,6 +29,8 @@ class Stage:
     defaults: Mapping[str, Any]
     run: Callable[[Task, dict], Any]
     description: str
+    # Shown beside a parameter in the web UI: what an empty value means, so a cloned template runs as it is.
+    parameter_help: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def entry(self) -> str:
@@ -98,6 +100,9 @@ def init_stage_task(stage: Stage, params: dict[str, Any]) -> tuple[Task, dict[st
         # Under an agent `output_uri=True` above is ignored; a model must still reach the files server.
         task.output_uri = True
     connected = task.connect(dict(params), name=PARAM_SECTION)
+    if Task.running_locally():
+        for name, text in stage.parameter_help.items():
+            task.set_parameter(f"{PARAM_SECTION}/{name}", connected.get(name, params[name]), description=text)
     return task, {name: _typed(connected.get(name, default), default) for name, default in params.items()}
 
 

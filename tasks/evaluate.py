@@ -1,7 +1,8 @@
 """Stage 3: evaluate the candidate model and the production model on the same validation split.
 
-Inputs: `prepare_task_id` (the split), `model_id` (the candidate) and `production_model_id` (empty: the current
-production model; `none`: no comparison). The production model is scored on the classes it knows, and so is the
+Inputs: `prepare_task_id` (the split; empty: split the newest dataset version here, as prepare_data does),
+`model_id` (the candidate; empty: the production model, evaluated alone) and `production_model_id` (empty: the
+current production model; `none`: no comparison). The production model is scored on the classes it knows, and so is the
 candidate for the comparison. Output: the `evaluation` artifact read by register_model, the confusion matrix and
 the per-class table as plots.
 
@@ -15,7 +16,8 @@ from __future__ import annotations
 from clearml import Task
 
 from loop import datasets, registry, stages
-from tasks.prepare_data import load_split
+from loop.errors import StageError
+from tasks.prepare_data import load_split, split_for
 
 DEFAULTS = {"prepare_task_id": "", "model_id": "", "production_model_id": ""}
 EVALUATION_ARTIFACT = "evaluation"
@@ -25,12 +27,16 @@ def run(task: Task, params: dict) -> dict:
     from classifier.embeddings import DEFAULT_CACHE_DIR, EmbeddingCache
     from classifier.evaluate import evaluate_checkpoint
 
-    stages.require(params, "prepare_task_id", "model_id")
-    manifest = load_split(params["prepare_task_id"])
+    prepare_task_id, manifest = split_for(task, params["prepare_task_id"])
+    model_id = registry.resolve_model_id(params["model_id"])
+    if not model_id:
+        raise StageError("no model_id given and no production model to evaluate")
+    if model_id != params["model_id"]:
+        task.set_parameter(f"{stages.PARAM_SECTION}/model_id", model_id)
     root = datasets.local_copy(manifest.dataset_id)
-    candidate = registry.load_checkpoint(params["model_id"])
+    candidate = registry.load_checkpoint(model_id)
     production_id = registry.resolve_model_id(params["production_model_id"])
-    if production_id == params["model_id"]:
+    if production_id == model_id:
         production_id = None
     if production_id and production_id != params["production_model_id"]:
         task.set_parameter(f"{stages.PARAM_SECTION}/production_model_id", production_id)
@@ -40,8 +46,8 @@ def run(task: Task, params: dict) -> dict:
     metrics = evaluate_checkpoint(candidate, root, manifest.val, cache=cache)
     report_metrics(task, "candidate", metrics)
     evaluation = {
-        "model_id": params["model_id"],
-        "prepare_task_id": params["prepare_task_id"],
+        "model_id": model_id,
+        "prepare_task_id": prepare_task_id,
         "dataset_id": manifest.dataset_id,
         "classes": list(candidate.classes),
         "candidate": metrics,
@@ -53,7 +59,7 @@ def run(task: Task, params: dict) -> dict:
             for name in ("accuracy", "macro_f1"):
                 logger.report_single_value(f"shared classes {side} {name}", evaluation["shared"][side][name])
     task.upload_artifact(EVALUATION_ARTIFACT, artifact_object=evaluation, wait_on_upload=True)
-    print(f"candidate {params['model_id']}: accuracy {metrics['accuracy']:.4f}, compared with {production_id}")
+    print(f"candidate {model_id}: accuracy {metrics['accuracy']:.4f}, compared with {production_id}")
     return evaluation
 
 
@@ -103,7 +109,12 @@ def report_metrics(task: Task, series: str, metrics: dict) -> None:
         logger.report_single_value(name, metrics[name])
 
 
-STAGE = stages.Stage("evaluate", Task.TaskTypes.testing, DEFAULTS, run, __doc__.split("\n\n")[0])
+PARAMETER_HELP = {
+    "prepare_task_id": "prepare_data task whose validation split to score on; empty: split the newest version here",
+    "model_id": "model to evaluate; empty: the production model",
+    "production_model_id": "model to compare with; empty: the production model; none: no comparison",
+}
+STAGE = stages.Stage("evaluate", Task.TaskTypes.testing, DEFAULTS, run, __doc__.split("\n\n")[0], PARAMETER_HELP)
 
 
 def main(argv: list[str] | None = None) -> None:

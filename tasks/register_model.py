@@ -61,7 +61,11 @@ def run(task: Task, params: dict) -> dict:
     return result
 
 
-STAGE = stages.Stage("register_model", Task.TaskTypes.qc, DEFAULTS, run, __doc__.split("\n\n")[0])
+PARAMETER_HELP = {
+    "tolerance": "how much lower than production's the candidate's accuracy may be",
+    "log_loss_tolerance": "how much higher than production's the candidate's log loss may be (nats)",
+}
+STAGE = stages.Stage("register_model", Task.TaskTypes.qc, DEFAULTS, run, __doc__.split("\n\n")[0], PARAMETER_HELP)
 
 
 def main(argv: list[str] | None = None) -> None:

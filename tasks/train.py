@@ -1,7 +1,8 @@
 """Stage 2: train a classifier on the split of a prepare_data task, warm-started from the production model.
 
-Inputs: `prepare_task_id` (its `split` artifact names the dataset version and the files) and `parent_model_id`
-(empty: the current production model; `none`: start from the backbone alone). New classes in the dataset grow
+Inputs: `prepare_task_id` (its `split` artifact names the dataset version and the files; empty: split the newest
+dataset version here, as prepare_data does) and `parent_model_id` (empty: the current production model;
+`none`: start from the backbone alone). New classes in the dataset grow
 the parent's head. Output: an unpublished model (tag `candidate`) with the checkpoint uploaded to the files
 server, labels = class map, metadata = classes, dataset id, parent model id, validation metrics.
 
@@ -19,7 +20,7 @@ from clearml import OutputModel, Task
 from classifier.train import TrainConfig, train
 from loop import datasets, registry, settings, stages
 from loop.errors import StageError
-from tasks.prepare_data import load_split
+from tasks.prepare_data import split_for
 
 # Fields of TrainConfig that are properties of the machine, not of the experiment.
 LOCAL_FIELDS = ("embedding_cache_dir", "progress")
@@ -31,8 +32,7 @@ DEFAULTS = {
 
 
 def run(task: Task, params: dict) -> str:
-    stages.require(params, "prepare_task_id")
-    manifest = load_split(params["prepare_task_id"])
+    _, manifest = split_for(task, params["prepare_task_id"])
     root = datasets.local_copy(manifest.dataset_id)
     parent_id = registry.resolve_model_id(params["parent_model_id"])
     parent = registry.load_checkpoint(parent_id) if parent_id else None
@@ -104,7 +104,11 @@ def _scalars(metrics: dict) -> dict:
     return {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
 
 
-STAGE = stages.Stage("train", Task.TaskTypes.training, DEFAULTS, run, __doc__.split("\n\n")[0])
+PARAMETER_HELP = {
+    "prepare_task_id": "prepare_data task whose split to train on; empty: split the newest dataset version here",
+    "parent_model_id": "model to start from; empty: the production model; none: the backbone alone",
+}
+STAGE = stages.Stage("train", Task.TaskTypes.training, DEFAULTS, run, __doc__.split("\n\n")[0], PARAMETER_HELP)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -149,6 +149,35 @@ def test_a_template_clone_runs_on_an_agent_with_its_edited_parameters(env, prepa
     assert {f.relpath for f in narrow.val} < {f.relpath for f in wide.val}
 
 
+def test_train_and_evaluate_templates_cloned_with_their_defaults_work_on_the_newest_version(
+    env, good, dataset_id, tmp_path
+):
+    """No upstream ids: train splits the newest dataset version itself and starts from production; evaluate
+    scores the production model on the newest version."""
+    templates = register_stage.register_templates()
+    train = Task.clone(source_task=templates["train"], name="train (defaults)")
+    quick = {"mode": "head", "epochs": 2, "image_size": 64, "num_workers": 0, "device": "cpu"}
+    train.set_parameters({f"General/{name}": value for name, value in quick.items()})
+    assert train.get_parameter("General/prepare_task_id") == ""
+    help_text = train.data.hyperparams["General"]["prepare_task_id"].description
+    assert "empty: split the newest dataset version" in help_text  # what the web UI shows beside it
+    result = execute_task(env, tmp_path / "train", train.id, timeout=300)
+    assert result.returncode == 0, result.stdout[-4000:]
+    train.reload()
+    assert train.get_status() == "completed"
+    assert train.get_parameter("General/prepare_task_id") == train.id  # its own split, stored on it
+    assert load_split(train.id).dataset_id == datasets.latest_version_id() == dataset_id
+    production = registry.production_model().id
+    assert train.get_parameter("General/parent_model_id") == production
+
+    evaluate = Task.clone(source_task=templates["evaluate"], name="evaluate (defaults)")
+    result = execute_task(env, tmp_path / "evaluate", evaluate.id, timeout=300)
+    assert result.returncode == 0, result.stdout[-4000:]
+    evaluation = stages.task_artifact(evaluate.id, EVALUATION_ARTIFACT)
+    assert (evaluation["model_id"], evaluation["dataset_id"]) == (production, dataset_id)
+    assert evaluation["production_model_id"] is None and evaluation["candidate"]["accuracy"] >= 0.9
+
+
 def test_bootstrap_refuses_a_second_base_version(dataset_id, tmp_path):
     with pytest.raises(StageError, match="already has version"):
         bootstrap_dataset.bootstrap(support.image_folder(tmp_path, ["cat", "dog"], 1))
