@@ -100,9 +100,6 @@ def init_stage_task(stage: Stage, params: dict[str, Any]) -> tuple[Task, dict[st
         # Under an agent `output_uri=True` above is ignored; a model must still reach the files server.
         task.output_uri = True
     connected = task.connect(dict(params), name=PARAM_SECTION)
-    if Task.running_locally():
-        for name, text in stage.parameter_help.items():
-            task.set_parameter(f"{PARAM_SECTION}/{name}", connected.get(name, params[name]), description=text)
     return task, {name: _typed(connected.get(name, default), default) for name, default in params.items()}
 
 

@@ -48,6 +48,9 @@ def register_template(stage: stages.Stage) -> str:
     }
     if missing:
         task.update_parameters(missing)
+    for name, text in stage.parameter_help.items():
+        key = f"{stages.PARAM_SECTION}/{name}"
+        task.set_parameter(key, stored.get(key, stage.defaults[name]), description=text)
     return task.id
 
 

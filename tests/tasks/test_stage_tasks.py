@@ -157,10 +157,9 @@ def test_train_and_evaluate_templates_cloned_with_their_defaults_work_on_the_new
     templates = register_stage.register_templates()
     train = Task.clone(source_task=templates["train"], name="train (defaults)")
     quick = {"mode": "head", "epochs": 2, "image_size": 64, "num_workers": 0, "device": "cpu"}
-    train.set_parameters({f"General/{name}": value for name, value in quick.items()})
-    assert train.get_parameter("General/prepare_task_id") == ""
-    help_text = train.data.hyperparams["General"]["prepare_task_id"].description
-    assert "empty: split the newest dataset version" in help_text  # what the web UI shows beside it
+    train.update_parameters({f"General/{name}": value for name, value in quick.items()})
+    upstream = train.data.hyperparams["General"]["prepare_task_id"]
+    assert upstream.value == "" and "empty: split the newest dataset version" in upstream.description  # the UI's
     result = execute_task(env, tmp_path / "train", train.id, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:]
     train.reload()
