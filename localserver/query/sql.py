@@ -105,7 +105,7 @@ def select(store, entity: str, request: dict, spec: QuerySpec, hide_hidden: bool
         limit, offset = (window[1], window[0]) if window is not None else (None, 0)
         docs = store.select(entity, plan.where, plan.params, ordering, limit=limit, offset=offset, fields=fields)
     else:
-        docs = store.select(entity, plan.where, plan.params, ordering if in_sql else "")
+        docs = store.select(entity, plan.where, plan.params)  # Python orders what SQL could not
     if decorate is not None:
         docs = [decorate(doc) for doc in docs]
     if in_sql:
