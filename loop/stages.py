@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,11 +112,10 @@ def _typed(value: Any, default: Any) -> Any:
     return value
 
 
-def require(params: Mapping[str, Any], *names: str) -> None:
-    missing = [name for name in names if not str(params.get(name) or "").strip()]
-    if missing:
-        option = missing[0].replace("_", "-")
-        raise StageError(f"missing required parameter(s): {', '.join(missing)} (set them with --{option})")
+def record_resolved(task: Task, params: Mapping[str, Any], name: str, resolved: Any) -> None:
+    """Store on `task` what an empty or symbolic parameter resolved to, so the web UI (and a clone) shows what ran."""
+    if resolved is not None and str(resolved) != str(params.get(name, "")):
+        task.set_parameter(f"{PARAM_SECTION}/{name}", resolved)
 
 
 def standalone_code() -> None:
@@ -167,13 +166,27 @@ def task_artifact(task_id: str, name: str) -> Any:
 
 
 def find_tasks(
-    project: str, name: str | None, statuses: list[str] | None = None, tags: list[str] | None = None
+    projects: str | Sequence[str],
+    name: str | None,
+    statuses: list[str] | None = None,
+    tags: list[str] | None = None,
+    types: list[str] | None = None,
+    limit: int | None = None,
 ) -> list[Task]:
-    """Tasks in `project` (hidden projects included) named exactly `name` (any name if None), newest first."""
-    project_id = Task.get_project_id(project, search_hidden=True)
-    if not project_id:
+    """Tasks in `projects` (hidden projects included) named exactly `name` (any name if None), newest first; at
+    most `limit` of them (the SDK loads each task it returns)."""
+    project_ids = [
+        project_id
+        for project in ([projects] if isinstance(projects, str) else projects)
+        if (project_id := Task.get_project_id(project, search_hidden=True))
+    ]
+    if not project_ids:
         return []
-    task_filter: dict[str, Any] = {"project": [project_id], "order_by": ["-created"], "search_hidden": True}
+    task_filter: dict[str, Any] = {"project": project_ids, "order_by": ["-created"], "search_hidden": True}
     if statuses:
         task_filter["status"] = statuses
+    if types:
+        task_filter["type"] = types
+    if limit:
+        task_filter |= {"page": 0, "page_size": limit}
     return Task.get_tasks(task_name=f"^{name}$" if name else None, tags=tags, task_filter=task_filter)

@@ -31,15 +31,13 @@ def run(task: Task, params: dict) -> dict:
     model_id = registry.resolve_model_id(params["model_id"])
     if not model_id:
         raise StageError("no model_id given and no production model to evaluate")
-    if model_id != params["model_id"]:
-        task.set_parameter(f"{stages.PARAM_SECTION}/model_id", model_id)
+    stages.record_resolved(task, params, "model_id", model_id)
     root = datasets.local_copy(manifest.dataset_id)
     candidate = registry.load_checkpoint(model_id)
     production_id = registry.resolve_model_id(params["production_model_id"])
     if production_id == model_id:
         production_id = None
-    if production_id and production_id != params["production_model_id"]:
-        task.set_parameter(f"{stages.PARAM_SECTION}/production_model_id", production_id)
+    stages.record_resolved(task, params, "production_model_id", production_id)
 
     # Head-mode models keep the frozen backbone whose embeddings the train step cached: no backbone pass needed.
     cache = EmbeddingCache(DEFAULT_CACHE_DIR)

@@ -22,8 +22,7 @@ SPLIT_ARTIFACT = "split"
 
 def run(task: Task, params: dict) -> dict:
     manifest = split_dataset(task, params)
-    if manifest.dataset_id != params["dataset_id"]:
-        task.set_parameter(f"{stages.PARAM_SECTION}/dataset_id", manifest.dataset_id)
+    stages.record_resolved(task, params, "dataset_id", manifest.dataset_id)
     report = manifest.report
     rejected = len(report["rejected"]) + len(report["duplicates"])
     return {
@@ -83,7 +82,7 @@ def split_for(task: Task, prepare_task_id: str):
     if prepare_task_id:
         return prepare_task_id, load_split(prepare_task_id)
     manifest = split_dataset(task, dict(DEFAULTS))
-    task.set_parameter(f"{stages.PARAM_SECTION}/prepare_task_id", task.id)
+    stages.record_resolved(task, {}, "prepare_task_id", task.id)
     return task.id, manifest
 
 

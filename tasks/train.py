@@ -36,8 +36,7 @@ def run(task: Task, params: dict) -> str:
     root = datasets.local_copy(manifest.dataset_id)
     parent_id = registry.resolve_model_id(params["parent_model_id"])
     parent = registry.load_checkpoint(parent_id) if parent_id else None
-    if parent_id and parent_id != params["parent_model_id"]:
-        task.set_parameter(f"{stages.PARAM_SECTION}/parent_model_id", parent_id)
+    stages.record_resolved(task, params, "parent_model_id", parent_id)
 
     training = {key: value for key, value in params.items() if key not in ("prepare_task_id", "parent_model_id")}
     try:

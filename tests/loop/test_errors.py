@@ -27,13 +27,13 @@ def test_an_entry_point_turns_a_stage_error_into_its_message_and_exit_code_1(cle
 
 def test_the_stage_runner_fails_the_stage_with_the_message(clearml_server, capsys):
     def run(task: Task, params: dict):
-        stages.require(params, "needed")
+        raise StageError(f"{params['needed']!r} is not enough")
 
-    stage = stages.Stage("failing", Task.TaskTypes.qc, {"needed": ""}, run, "a stage that needs a parameter")
+    stage = stages.Stage("failing", Task.TaskTypes.qc, {"needed": ""}, run, "a stage that fails")
     with pytest.raises(SystemExit) as exit_info:
-        stages.main(stage, [])
+        stages.main(stage, ["--needed", "little"])
     assert exit_info.value.code == EXIT_CODE
-    assert "error: failing: missing required parameter(s): needed (set them with --needed)" in capsys.readouterr().err
+    assert "error: failing: 'little' is not enough" in capsys.readouterr().err
 
 
 def test_the_stage_runner_returns_what_the_stage_returns(clearml_server):

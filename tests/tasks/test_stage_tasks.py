@@ -149,32 +149,43 @@ def test_a_template_clone_runs_on_an_agent_with_its_edited_parameters(env, prepa
     assert {f.relpath for f in narrow.val} < {f.relpath for f in wide.val}
 
 
-def test_train_and_evaluate_templates_cloned_with_their_defaults_work_on_the_newest_version(
-    env, good, dataset_id, tmp_path
-):
-    """No upstream ids: train splits the newest dataset version itself and starts from production; evaluate
-    scores the production model on the newest version."""
+def test_each_template_cloned_with_its_defaults_is_completed_by_an_agent(env, good, dataset_id, tmp_path):
+    """No upstream ids: prepare_data and train split the newest dataset version themselves, train starts from
+    production, evaluate scores the production model, register_model judges the newest evaluation."""
     templates = register_stage.register_templates()
-    train = Task.clone(source_task=templates["train"], name="train (defaults)")
-    quick = {"mode": "head", "epochs": 2, "image_size": 64, "num_workers": 0, "device": "cpu"}
-    train.update_parameters({f"General/{name}": value for name, value in quick.items()})
-    upstream = train.data.hyperparams["General"]["prepare_task_id"]
+
+    def run_clone(stage: str, **parameters) -> Task:
+        clone = Task.clone(source_task=templates[stage], name=f"{stage} (defaults)")
+        if parameters:
+            clone.update_parameters({f"General/{name}": value for name, value in parameters.items()})
+        result = execute_task(env, tmp_path / stage, clone.id, timeout=300)
+        assert result.returncode == 0, result.stdout[-4000:]
+        clone.reload()
+        assert clone.get_status() == "completed"
+        return clone
+
+    prepare = run_clone("prepare_data")
+    assert load_split(prepare.id).dataset_id == prepare.get_parameter("General/dataset_id") == dataset_id
+
+    upstream = Task.get_task(templates["train"]).data.hyperparams["General"]["prepare_task_id"]
     assert upstream.value == "" and "empty: split the newest dataset version" in upstream.description  # the UI's
-    result = execute_task(env, tmp_path / "train", train.id, timeout=300)
-    assert result.returncode == 0, result.stdout[-4000:]
-    train.reload()
-    assert train.get_status() == "completed"
+    train = run_clone("train", mode="head", epochs=2, image_size=64, num_workers=0, device="cpu")
     assert train.get_parameter("General/prepare_task_id") == train.id  # its own split, stored on it
     assert load_split(train.id).dataset_id == datasets.latest_version_id() == dataset_id
     production = registry.production_model().id
     assert train.get_parameter("General/parent_model_id") == production
 
-    evaluate = Task.clone(source_task=templates["evaluate"], name="evaluate (defaults)")
-    result = execute_task(env, tmp_path / "evaluate", evaluate.id, timeout=300)
-    assert result.returncode == 0, result.stdout[-4000:]
+    evaluate = run_clone("evaluate")
     evaluation = stages.task_artifact(evaluate.id, EVALUATION_ARTIFACT)
     assert (evaluation["model_id"], evaluation["dataset_id"]) == (production, dataset_id)
     assert evaluation["production_model_id"] is None and evaluation["candidate"]["accuracy"] >= 0.9
+
+    register = run_clone("register_model")
+    assert register.get_parameter("General/evaluate_task_id") == evaluate.id  # the newest evaluation
+    decision = stages.task_artifact(register.id, "decision")
+    assert (decision["model_id"], decision["promoted"]) == (production, True)
+    assert decision["reason"] == "already the production model" and decision["judgements"] == []
+    assert registry.production_model().id == production
 
 
 def test_bootstrap_refuses_a_second_base_version(dataset_id, tmp_path):
