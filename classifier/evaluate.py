@@ -46,7 +46,7 @@ def evaluate_checkpoint(
     else:
         embeddings, _ = compute_embeddings(model, root, scored, ckpt.input_size, cache, dev, progress=False)
         with torch.inference_mode():
-            logits = model.head(torch.from_numpy(embeddings).to(dev))
+            logits = model.classify(torch.from_numpy(embeddings).to(dev))
             probs = torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float64)
     index = {name: i for i, name in enumerate(ckpt.classes)}
     metrics = classification_metrics([index[f.label] for f in scored], probs, ckpt.classes)

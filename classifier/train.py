@@ -20,11 +20,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from classifier.backbones import DEFAULT_BACKBONE, get_spec
+from classifier.backbones import DEFAULT_BACKBONE, build_backbone, get_spec
 from classifier.checkpoint import Checkpoint
 from classifier.data import LabeledFile
 from classifier.embeddings import DEFAULT_CACHE_DIR, EmbeddingCache, compute_embeddings
 from classifier.growth import grow_head, merge_classes
+from classifier.imagenet import ClassMap, parse_class_map, resolve_class_map
 from classifier.metrics import classification_metrics
 from classifier.model import ImageClassifier, build_model
 from classifier.preprocess import ImageFileDataset, eval_transform, make_loader, train_transform
@@ -60,6 +61,9 @@ class TrainConfig:
     # steps. A few feedback images give only a handful of batches, too few for a new class row to catch up.
     head_min_steps: int = 300
     embedding_cache_dir: str = ""  # "" : $CLASSIFIER_CACHE_DIR/embeddings or ~/.cache/selfimproving-classifier
+    # Labels' ImageNet classes, `cat: 281-285; mylabel: none` (classifier.imagenet); a label not named here keeps
+    # its parent model's entry or gets the automatic one. Used with pretrained weights only.
+    class_map: str = ""
     progress: bool = True
 
     def __post_init__(self):
@@ -75,6 +79,7 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}.")
         if self.image_size < 0 or (self.image_size and self.image_size < 32):
             raise ValueError(f"image_size must be 0 (backbone default) or at least 32, got {self.image_size}.")
+        parse_class_map(self.class_map)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -145,11 +150,11 @@ def train(
         raise ValueError("There are no training files.")
     device = resolve_device(config.device)
     seed_everything(config.seed)
-    model, classes, input_size = _initial_model(config, classes, parent)
+    model, classes, input_size, class_map = _initial_model(config, classes, parent)
     unknown = sorted({f.label for f in [*train_files, *val_files]} - set(classes))
     if unknown:
         raise ValueError(f"Files are labelled with classes {unknown} that are not in the class list {classes}.")
-    meta = {"dataset_id": dataset_id, "parent_model_id": parent_model_id}
+    meta = {"dataset_id": dataset_id, "parent_model_id": parent_model_id, "class_map": class_map}
     log.info(
         "Training %s (%s mode) on %d files, classes %s, device %s",
         model.spec.name,
@@ -176,20 +181,32 @@ def train(
 
 def _initial_model(
     config: TrainConfig, classes: Sequence[str], parent: Checkpoint | None
-) -> tuple[ImageClassifier, list[str], int]:
+) -> tuple[ImageClassifier, list[str], int, ClassMap]:
+    """The model to train, its classes, input size and class map (empty without pretrained weights: a random
+    ImageNet layer is no prior)."""
+    given = parse_class_map(config.class_map)
     if parent is None:
         classes = list(classes)
         if len(set(classes)) != len(classes) or not classes:
             raise ValueError(f"Need a non-empty list of distinct classes, got {classes}.")
-        return build_model(config.backbone, len(classes), config.pretrained), classes, config.input_size()
+        class_map = resolve_class_map(classes, given) if config.pretrained else {}
+        priors = [class_map.get(label, []) for label in classes]
+        model = build_model(config.backbone, len(classes), config.pretrained, priors)
+        return model, classes, config.input_size(), class_map
     if parent.backbone != config.backbone:
         log.warning(
             "Parent model uses backbone %s; continuing with it instead of %s.", parent.backbone, config.backbone
         )
     model = parent.build_model().train()
+    if config.pretrained and not parent.class_map:
+        # A parent from before the prior (or trained without pretrained weights): take the backbone's own layer.
+        model.imagenet = build_backbone(parent.backbone, pretrained=True)[1].requires_grad_(False)
     grown = merge_classes(parent.classes, classes)
-    grow_head(model, parent.classes, grown)
-    return model, grown, config.image_size or parent.input_size
+    class_map = resolve_class_map(grown, given, parent.class_map) if config.pretrained else dict(parent.class_map)
+    added = grown[len(parent.classes) :]
+    grow_head(model, parent.classes, grown, {label: class_map.get(label, []) for label in added})
+    model.set_priors([class_map.get(label, []) for label in grown])  # an edited map may change old classes too
+    return model, grown, config.image_size or parent.input_size, class_map
 
 
 def _final_metrics(val_files: Sequence[LabeledFile], probs: np.ndarray | None, classes: list[str]) -> dict:
@@ -316,7 +333,8 @@ def _train_head(config, model, root, train_files, val_files, classes, input_size
     y_train = torch.tensor([index[f.label] for f in train_files])
     val_targets = np.asarray([index[f.label] for f in val_files], dtype=np.int64)
 
-    head = model.head.to(device)
+    model.to(device)
+    head = model.head
     x_train_t, x_val_t = torch.from_numpy(x_train).to(device), torch.from_numpy(x_val).to(device)
     y_train = y_train.to(device)
     generator = torch.Generator().manual_seed(config.seed)
@@ -340,7 +358,7 @@ def _train_head(config, model, root, train_files, val_files, classes, input_size
         lr = optimizer.param_groups[0]["lr"]
         started = time.perf_counter()
         for features, targets in shuffled_batches():
-            logits = head(features)
+            logits = model.classify(features)
             loss = loss_fn(logits, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -353,7 +371,7 @@ def _train_head(config, model, root, train_files, val_files, classes, input_size
         if len(val_files):
             head.eval()
             with torch.inference_mode():
-                probs = torch.softmax(head(x_val_t), dim=1).cpu().numpy().astype(np.float64)
+                probs = torch.softmax(model.classify(x_val_t), dim=1).cpu().numpy().astype(np.float64)
             row |= _val_row(probs, val_targets)
         history.append(row)
         if on_epoch:

@@ -3,8 +3,11 @@
 Inputs: `prepare_task_id` (its `split` artifact names the dataset version and the files; empty: split the newest
 dataset version here, as prepare_data does) and `parent_model_id` (empty: the current production model;
 `none`: start from the backbone alone). New classes in the dataset grow
-the parent's head. Output: an unpublished model (tag `candidate`) with the checkpoint uploaded to the files
-server, labels = class map, metadata = classes, dataset id, parent model id, validation metrics.
+the parent's head. `class_map` names the ImageNet classes of labels (`cat: 281-285; mylabel: none`, see
+classifier/imagenet.py); empty: each label keeps its parent model's entry or gets the automatic one. The map the
+model was trained with is stored back in the parameter. Output: an unpublished model (tag `candidate`) with the
+checkpoint uploaded to the files server, labels = class indices, metadata = classes, the ImageNet class map,
+dataset id, parent model id, validation metrics.
 
     python -m tasks.train --prepare-task-id <id> --mode head --epochs 3
 """
@@ -17,6 +20,7 @@ from pathlib import Path
 
 from clearml import OutputModel, Task
 
+from classifier.imagenet import format_class_map
 from classifier.train import TrainConfig, train
 from loop import datasets, registry, settings, stages
 from loop.errors import StageError
@@ -64,6 +68,8 @@ def run(task: Task, params: dict) -> str:
         parent_model_id=parent_id,
     )
     checkpoint = result.checkpoint
+    class_map = format_class_map(checkpoint.class_map)
+    stages.record_resolved(task, params, "class_map", class_map)
     upload_started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "model.pt"
@@ -90,6 +96,7 @@ def run(task: Task, params: dict) -> str:
             "dataset_id": manifest.dataset_id,
             "parent_model_id": parent_id or "",
             "backbone": config.backbone,
+            "class_map": class_map,
             "mode": config.mode,
             "val_metrics": _scalars(result.metrics),
             "timings": timings,
@@ -106,6 +113,8 @@ def _scalars(metrics: dict) -> dict:
 PARAMETER_HELP = {
     "prepare_task_id": "prepare_data task whose split to train on; empty: split the newest dataset version here",
     "parent_model_id": "model to start from; empty: the production model; none: the backbone alone",
+    "class_map": "labels' ImageNet classes, e.g. 'cat: 281-285; dog: 151-268; mylabel: none'; empty: the parent's, "
+    "else by name",
 }
 STAGE = stages.Stage("train", Task.TaskTypes.training, DEFAULTS, run, __doc__.split("\n\n")[0], PARAMETER_HELP)
 

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from classifier.metrics import classification_metrics
+from classifier.metrics import classification_metrics, expected_calibration_error
 
 
 def test_metrics_on_a_hand_checked_example():
@@ -36,3 +36,15 @@ def test_metrics_reject_inconsistent_input():
         classification_metrics([0], np.zeros((1, 3)), ["a", "b"])
     with pytest.raises(ValueError, match="outside"):
         classification_metrics([2], np.zeros((1, 2)), ["a", "b"])
+
+
+def test_expected_calibration_error_is_the_gap_between_confidence_and_accuracy():
+    # Two bins: 0.9 confident and right in 2 of 4 (gap 0.4), 0.6 confident and right in 2 of 2 (gap 0.4).
+    probs = np.array([[0.9, 0.1]] * 4 + [[0.6, 0.4]] * 2)
+    assert expected_calibration_error([0, 0, 1, 1, 0, 0], probs) == pytest.approx(0.4)
+    assert expected_calibration_error([0, 0], np.array([[1.0, 0.0], [0.75, 0.25]])) == pytest.approx(0.125)
+    calibrated = np.array([[0.5, 0.5]] * 4)
+    assert expected_calibration_error([0, 1, 1, 0], calibrated) == pytest.approx(0.0)
+    assert classification_metrics([0, 0, 1, 1, 0, 0], probs, ["a", "b"])["expected_calibration_error"] == pytest.approx(
+        0.4
+    )

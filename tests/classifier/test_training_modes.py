@@ -32,7 +32,7 @@ def test_head_mode_learns_the_classes_and_reuses_cached_embeddings(head_result, 
 
 
 def test_head_mode_keeps_the_backbone_frozen(head_result):
-    backbone, _ = build_backbone("efficientnet_lite0", pretrained=True)
+    backbone, _, _ = build_backbone("efficientnet_lite0", pretrained=True)
     trained = head_result.checkpoint.state_dict
     for key, tensor in backbone.state_dict().items():
         assert torch.equal(trained[f"features.{key}"], tensor), key
