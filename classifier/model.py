@@ -79,13 +79,14 @@ class ImageClassifier(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
-    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
-        """Class log probabilities (logits without a prior) from embeddings, as head-mode training and cached
-        evaluation call it."""
-        logits = self.head(embedding)
+    def prior_terms(self, embedding: torch.Tensor) -> torch.Tensor | None:
+        """What the prior contributes to each class, [N, 1 + mapped classes]: log(1 - g(x)) for the learned part,
+        then log(g(x) P(S_c | x) / π(x)) of each mapped class; None without a mapped class. They depend on the
+        embedding alone (the ImageNet layer is frozen), so head-mode training computes them once."""
         if not len(self.prior_classes):
-            return logits
-        log_probs = torch.log_softmax(self.imagenet(embedding.detach()).float(), dim=1)
+            return None
+        with torch.no_grad():
+            log_probs = torch.log_softmax(self.imagenet(embedding.detach()).float(), dim=1)
         in_groups = self.prior_mask.any(0)[None]
         # log P(S_c | x) of each mapped class; log π and log(1 - π) each summed over their own classes, so both
         # stay exact near 0 and 1.
@@ -95,9 +96,19 @@ class ImageClassifier(nn.Module):
         # logit g(x): how much more ImageNet puts in the groups than a uniform guess would (their share of the 1000)
         share = self.prior_mask.any(0).float().mean()
         gate = inside - outside - torch.log(share / (1 - share))
-        learned = torch.log_softmax(logits.float(), dim=1) + F.logsigmoid(-gate)[:, None]
         from_prior = prior - inside[:, None] + F.logsigmoid(gate)[:, None]
-        mixed = torch.logaddexp(learned.index_select(1, self.prior_classes), from_prior)
+        return torch.cat([F.logsigmoid(-gate)[:, None], from_prior], dim=1)
+
+    def classify(self, embedding: torch.Tensor, prior_terms: torch.Tensor | None = None) -> torch.Tensor:
+        """Class log probabilities (logits without a prior) from embeddings, as head-mode training and cached
+        evaluation call it; `prior_terms`: `self.prior_terms(embedding)`, if computed already."""
+        logits = self.head(embedding)
+        if prior_terms is None:
+            prior_terms = self.prior_terms(embedding)
+        if prior_terms is None:
+            return logits
+        learned = torch.log_softmax(logits.float(), dim=1) + prior_terms[:, :1]
+        mixed = torch.logaddexp(learned.index_select(1, self.prior_classes), prior_terms[:, 1:])
         return learned.index_copy(1, self.prior_classes, mixed).to(logits.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

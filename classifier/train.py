@@ -344,12 +344,14 @@ def _train_head(config, model, root, train_files, val_files, classes, input_size
     batches_per_pass = math.ceil(len(train_files) / config.batch_size)
     passes = max(1, math.ceil(config.head_min_steps / (config.epochs * batches_per_pass)))
 
+    prior_train, prior_val = model.prior_terms(x_train_t), model.prior_terms(x_val_t)
+
     def shuffled_batches():
         # Indexing whole batches of in-memory tensors; a DataLoader would fetch and collate row by row.
         for _ in range(passes):
             order = torch.randperm(len(train_files), generator=generator).to(device)
             for batch in order.split(config.batch_size):
-                yield x_train_t[batch], y_train[batch]
+                yield x_train_t[batch], y_train[batch], None if prior_train is None else prior_train[batch]
 
     history, probs = [], None
     for epoch in range(1, config.epochs + 1):
@@ -357,8 +359,8 @@ def _train_head(config, model, root, train_files, val_files, classes, input_size
         loss_sum, correct, seen = 0.0, 0, 0
         lr = optimizer.param_groups[0]["lr"]
         started = time.perf_counter()
-        for features, targets in shuffled_batches():
-            logits = model.classify(features)
+        for features, targets, prior in shuffled_batches():
+            logits = model.classify(features, prior)
             loss = loss_fn(logits, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -371,7 +373,7 @@ def _train_head(config, model, root, train_files, val_files, classes, input_size
         if len(val_files):
             head.eval()
             with torch.inference_mode():
-                probs = torch.softmax(model.classify(x_val_t), dim=1).cpu().numpy().astype(np.float64)
+                probs = torch.softmax(model.classify(x_val_t, prior_val), dim=1).cpu().numpy().astype(np.float64)
             row |= _val_row(probs, val_targets)
         history.append(row)
         if on_epoch:
