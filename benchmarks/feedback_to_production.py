@@ -23,6 +23,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from devstack.agents import DEFAULT_POLL_SECONDS
+from devstack.run import TRIGGER_POLL_MINUTES
+from pipelines.retrain import DEFAULT_POOL_MINUTES
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -32,9 +36,10 @@ def main() -> None:
     parser.add_argument("--feedback-images", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--trigger-poll-minutes", type=float, default=0.05)
-    parser.add_argument("--pipeline-pool-minutes", type=float, default=0.02)
-    parser.add_argument("--agent-poll-seconds", type=float, default=1.0)
+    # The dev stack's settings (`make run`), so the figure is what a user of it sees.
+    parser.add_argument("--trigger-poll-minutes", type=float, default=TRIGGER_POLL_MINUTES)
+    parser.add_argument("--pipeline-pool-minutes", type=float, default=DEFAULT_POOL_MINUTES)
+    parser.add_argument("--agent-poll-seconds", type=float, default=DEFAULT_POLL_SECONDS)
     args = parser.parse_args()
 
     from localserver import start_server_process

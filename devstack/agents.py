@@ -26,6 +26,10 @@ from pathlib import Path
 from common.waiting import wait_until
 from devstack.processes import independent_environ, run_in_own_group
 
+# How often an agent asks its queue for work: every step of a pipeline run waits for it once. A queue poll is one
+# cheap call; clearml-agent's own default (5 s) would add seconds to each step.
+DEFAULT_POLL_SECONDS = 0.25
+
 
 @dataclass
 class AgentProcess:
@@ -64,7 +68,9 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def agent_env(client_env: dict[str, str], home: Path, worker_id: str, poll_sec: float = 1.0) -> dict[str, str]:
+def agent_env(
+    client_env: dict[str, str], home: Path, worker_id: str, poll_sec: float = DEFAULT_POLL_SECONDS
+) -> dict[str, str]:
     env = independent_environ()
     env.update(client_env)
     env.update(
@@ -91,7 +97,7 @@ def start_agent(
     services_mode: bool = False,
     create_queue: bool = False,
     worker_id: str | None = None,
-    poll_sec: float = 1.0,
+    poll_sec: float = DEFAULT_POLL_SECONDS,
 ) -> AgentProcess:
     """Start ``clearml-agent daemon --queue QUEUE... --foreground`` against the server described by ``client_env``.
 

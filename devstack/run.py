@@ -25,6 +25,10 @@ from devstack.processes import kill_tree
 from loop import datasets, registry, settings
 from loop.errors import StageError, exit_on_error
 
+# One machine, one server: the trigger looks for new dataset versions every 1.2 s (one query), so feedback starts
+# a retrain within about a second. A shared server's scheduler can poll less often (`--poll-minutes`).
+TRIGGER_POLL_MINUTES = 0.02
+
 
 def log(message: str) -> None:
     print(f"[devstack {time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     run_parser.add_argument("--app-port", type=int, default=7860)
     run_parser.add_argument("--embedded", action="store_true", help="use the embedded server even if configured")
     run_parser.add_argument("--no-agents", dest="agents", action="store_false", help="use agents you run yourself")
-    run_parser.add_argument("--trigger-poll-minutes", type=float, default=0.1)
+    run_parser.add_argument("--trigger-poll-minutes", type=float, default=TRIGGER_POLL_MINUTES)
     run_parser.add_argument("--first-run-timeout", type=float, default=1800, help="seconds")
     args = parser.parse_args(argv)
     run(args)
