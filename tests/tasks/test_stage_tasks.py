@@ -101,6 +101,39 @@ def test_train_registers_the_model_on_the_files_server(good, dataset_id, clearml
     assert len(scalars["accuracy"]["val"]["x"]) == 3, "one validation accuracy per epoch"
 
 
+def test_the_class_map_is_a_parameter_written_back_and_recorded_with_the_model(env, prepare, good):
+    automatic = "cat: 281-285; dog: 151-268"
+    assert good.train.get_parameter("General/class_map") == automatic  # what ran, for the UI and a clone
+    assert Model(model_id=good.model_id).get_metadata("class_map") == automatic
+    assert registry.load_checkpoint(good.model_id).class_map == {
+        "cat": list(range(281, 286)),
+        "dog": list(range(151, 269)),
+    }
+
+    # A user's edit: dog learned from examples alone, cat from one ImageNet class.
+    support.run_module(
+        env,
+        "tasks.train",
+        "--prepare-task-id",
+        prepare.id,
+        "--parent-model-id",
+        "none",
+        "--class-map",
+        "cat: 281; dog: none",
+        *TRAIN_ARGS,
+    )
+    train = support.newest_task("train")
+    edited = train.models["output"][-1].id
+    assert train.get_parameter("General/class_map") == "cat: 281; dog: none"
+    assert Model(model_id=edited).get_metadata("class_map") == "cat: 281; dog: none"
+    assert registry.load_checkpoint(edited).class_map == {"cat": [281], "dog": []}
+
+    result = support.run_module(
+        env, "tasks.train", "--prepare-task-id", prepare.id, "--class-map", "cat: 1000", *TRAIN_ARGS, check=False
+    )
+    assert result.returncode != 0 and "class_map" in result.stdout and "0-999" in result.stdout
+
+
 def test_evaluate_scores_the_candidate_on_the_validation_split(good):
     evaluation = stages.task_artifact(good.evaluate.id, EVALUATION_ARTIFACT)
     assert evaluation["model_id"] == good.model_id
