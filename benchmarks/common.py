@@ -16,6 +16,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import httpx
@@ -26,6 +27,17 @@ from common.waiting import wait_until
 from devstack.processes import free_port
 
 START_TIMEOUT_S = 120.0
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def extract_commit(commit: str, target: Path, *paths: str) -> Path:
+    """The project at `commit` (only `paths`, if given) written under `target` with `git archive`, for a
+    benchmark's "before" side."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, *paths], capture_output=True, check=True)
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(target, filter="data")
+    return target
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -7,13 +7,19 @@ the pipeline in `head` mode. The base version (1,000 generated 64 px images of c
 first, untimed, which also fills the embedding cache; then each feedback version adds new images (a new class
 in the first one) and is timed from `finalize()` until a model trained on it carries the production tag.
 
+With `--before COMMIT`, the whole project at that commit (extracted with `git archive`) runs the same benchmark
+first, with the same settings, in its own server, agents and caches; then this tree does; the medians are
+printed side by side at the end.
+
     python -m benchmarks.feedback_to_production [--base-images 1000] [--feedback-images 20] [--repeats 2]
+                                                [--before c247086]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -23,11 +29,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from benchmarks.common import ROOT, extract_commit
 from devstack.agents import DEFAULT_POLL_SECONDS
 from devstack.run import TRIGGER_POLL_MINUTES
 from pipelines.retrain import DEFAULT_POOL_MINUTES
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
@@ -40,7 +45,40 @@ def main() -> None:
     parser.add_argument("--trigger-poll-minutes", type=float, default=TRIGGER_POLL_MINUTES)
     parser.add_argument("--pipeline-pool-minutes", type=float, default=DEFAULT_POOL_MINUTES)
     parser.add_argument("--agent-poll-seconds", type=float, default=DEFAULT_POLL_SECONDS)
+    parser.add_argument("--before", help="also run the project at this commit first, with the same settings")
     args = parser.parse_args()
+    if args.before:
+        before = run_before(args)
+        after = run_here(args)
+        print(f"\nmedian finalize() -> new production model: before ({args.before}) {before:.1f} s, now {after:.1f} s")
+    else:
+        run_here(args)
+
+
+def run_before(args) -> float:
+    """The benchmark of the project at `args.before`, in a subprocess on its own extracted tree; its median."""
+    with tempfile.TemporaryDirectory(prefix="feedback-bench-before-") as tmp:
+        code = extract_commit(args.before, Path(tmp))
+        options = [f"--{name.replace('_', '-')}={value}" for name, value in vars(args).items() if name != "before"]
+        print(f"== before: the project at {args.before}", flush=True)
+        # PYTHONPATH puts the extracted packages before the installed (editable) ones, for the agents' tasks too.
+        result = subprocess.run(
+            [sys.executable, "-m", "benchmarks.feedback_to_production", *options],
+            cwd=code,
+            env={**os.environ, "PYTHONPATH": str(code)},
+            capture_output=True,
+            text=True,
+        )
+        print(result.stdout[-20000:], flush=True)
+        if result.returncode:
+            raise SystemExit(f"the 'before' benchmark failed ({result.returncode}):\n{result.stderr[-4000:]}")
+        median = re.search(r"\(median ([0-9.]+) s\)", result.stdout)
+        return float(median[1])
+
+
+def run_here(args) -> float:
+    """The benchmark of this tree, in this process; the median latency."""
+    print("== now: this tree", flush=True)
 
     from localserver import start_server_process
 
@@ -52,7 +90,7 @@ def main() -> None:
     started_agents = []
     try:
         started_agents = start_agents(env, work, args.agent_poll_seconds)
-        run(args, env, work)
+        return run(args, env, work)
     finally:
         for agent in started_agents:
             agent.stop()
@@ -69,7 +107,7 @@ def start_agents(env: dict, work: Path, poll: float) -> list:
     ]
 
 
-def run(args, env: dict, work: Path) -> None:
+def run(args, env: dict, work: Path) -> float:
     from clearml import Task
 
     from classifier.synthetic import make_image_folder
@@ -123,6 +161,7 @@ def run(args, env: dict, work: Path) -> None:
         f"\nfinalize() -> new production model: {', '.join(f'{v:.1f}' for v in latencies)} s "
         f"(median {statistics.median(latencies):.1f} s) on {os.cpu_count()} CPU cores"
     )
+    return statistics.median(latencies)
 
 
 def breakdown(version_id: str, model) -> None:

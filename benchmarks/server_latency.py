@@ -29,7 +29,6 @@ import os
 import socket
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -38,10 +37,8 @@ from pathlib import Path
 import psutil
 import requests
 
-from benchmarks.common import ServerProcess, percentile
+from benchmarks.common import ROOT, ServerProcess, extract_commit, percentile
 from localserver import start_server_process
-
-ROOT = Path(__file__).resolve().parent.parent
 
 PROJECTS = 20
 EVENT_TASKS = 100
@@ -105,18 +102,6 @@ for t in range(100):
         store.add_events(batch)
 store.close()
 """
-
-
-def extract(commit: str, target: Path) -> Path:
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", commit, "localserver"], capture_output=True, check=True
-    )
-    target.mkdir(parents=True)
-    archive_path = target / "code.tar"
-    archive_path.write_bytes(archive.stdout)
-    with tarfile.open(archive_path) as tar:
-        tar.extractall(target, filter="data")
-    return target
 
 
 _start_together = None
@@ -310,7 +295,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="server-latency-"))
     rows: dict = {}
     print(f"cpus: {os.cpu_count()}  tasks {args.tasks}  models {args.models}  events {args.events}")
-    run_server("before", extract(args.before, work / "before-code"), work, args, rows)
+    run_server("before", extract_commit(args.before, work / "before-code", "localserver"), work, args, rows)
     run_server("after", ROOT, work, args, rows)
     print(f"\n{'measure':<26}{'clients':>8}{'before p95 ms':>15}{'after p95 ms':>14}{'goal':>8}")
     goals = {
