@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--folder", type=Path, help="folder with one sub-folder per class")
-    source.add_argument("--sample", action="store_true", help="small offline set: real photos + generated images")
+    source.add_argument("--sample", action="store_true", help="small offline set of generated images")
     source.add_argument("--petimages", action="store_true", help="Microsoft PetImages (Kaggle cats vs dogs)")
     parser.add_argument("--url", default=None, help="PetImages archive URL (default: the Microsoft download)")
     parser.add_argument("--archive", type=Path, default=None, help="an already downloaded PetImages zip")
