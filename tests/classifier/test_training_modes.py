@@ -102,3 +102,31 @@ def test_config_from_ui_strings_and_bad_values():
         TrainConfig(backbone="vgg16")
     with pytest.raises(ValueError, match="epochs"):
         TrainConfig.from_dict({"epochs": "ten"})
+
+
+def test_the_head_optimizer_computes_what_torch_adam_computes():
+    """Head mode trains with classifier.train.HeadAdam to spare the process torch.optim's import of torch._dynamo;
+    it must stay torch's Adam, step for step."""
+    from torch import nn
+
+    from classifier.train import HeadAdam
+
+    torch.manual_seed(0)
+    ours, theirs = nn.Linear(16, 3), nn.Linear(16, 3)
+    theirs.load_state_dict(ours.state_dict())
+    mine, reference = (
+        HeadAdam(list(ours.parameters()), lr=1e-2),
+        torch.optim.Adam(theirs.parameters(), lr=1e-2, foreach=False),
+    )
+    for step in range(60):
+        features, targets = torch.randn(8, 16), torch.randint(0, 3, (8,))
+        if step == 30:
+            mine.lr *= 0.5
+            for group in reference.param_groups:
+                group["lr"] *= 0.5
+        for model, optimizer in ((ours, mine), (theirs, reference)):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(features), targets).backward()
+            optimizer.step()
+    for mine_tensor, reference_tensor in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.equal(mine_tensor, reference_tensor)
