@@ -50,7 +50,7 @@ class ImageClassifier(nn.Module):
         self.features = features
         self.head = nn.Linear(feature_dim, num_classes)
         self.spec = spec
-        # None: a model from before the prior (checkpoint format 1). Frozen, except in full mode (classifier.train).
+        # None: a model from before the prior (checkpoint format 1). Always frozen: the prior is never trained.
         self.imagenet = imagenet.requires_grad_(False) if imagenet is not None else None
         self.set_priors(priors or [[] for _ in range(num_classes)])
 
@@ -127,7 +127,7 @@ def build_model(
         raise ValueError(f"num_classes must be at least 1, got {num_classes}.")
     features, imagenet, spec = build_backbone(backbone, pretrained)
     model = ImageClassifier(features, spec.feature_dim, num_classes, spec, imagenet if with_imagenet else None, priors)
-    with torch.no_grad():  # a mapped class's correction starts at zero: the prior alone decides at first
+    with torch.no_grad():  # the learned part starts neutral between mapped classes: the prior alone tells them apart
         for index, members in enumerate(priors):
             if members:
                 model.head.weight[index].zero_()
