@@ -248,14 +248,30 @@ def files_path(uri: str | None) -> str | None:
     """The object path of a fileserver URL (``.../files/<path>``), or ``None`` for storage elsewhere."""
     if not uri:
         return None
-    path = urlsplit(uri).path
+    try:
+        path = urlsplit(uri).path
+    except ValueError:  # e.g. "http://[x": a client stored it, the page that shows it must not fail
+        return None
     return path[len("/files/") :] if path.startswith("/files/") else None
 
 
+LINKED_SCHEMES = ("http", "https")
+
+
 def file_link(uri: str | None) -> str:
-    """Where a browser downloads ``uri``: our session-checked proxy for fileserver objects, else the URI."""
+    """Where a browser downloads ``uri``: our session-checked proxy for fileserver objects, an http(s) URL as it
+    is, else "" (templates then show the URI as text). Clients store these URIs: a ``javascript:`` or ``data:``
+    one must never become a link or an image source in the web UI's origin."""
     path = files_path(uri)
-    return f"/_ui/files/{path}" if path else (uri or "")
+    if path:
+        return f"/_ui/files/{path}"
+    if not uri or uri != uri.strip() or any(ord(char) < 32 or ord(char) == 127 for char in uri):
+        return ""  # browsers drop such characters and would read a scheme this check never saw
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return ""
+    return uri if parts.scheme.lower() in LINKED_SCHEMES and parts.netloc else ""
 
 
 def task_url(task: dict, tab: str = "execution") -> str:

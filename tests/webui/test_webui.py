@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+from markupsafe import escape
 from webui_testing import UIClient
 
 from localserver import LocalServer
@@ -357,6 +358,52 @@ def test_everything_reported_is_escaped(ui):
     plots = ui.http.get(f"/projects/*/tasks/{task_id}/output/metrics/plots").text
     embedded = re.search(r'<script type="application/json" data-plot="plot-1">(.*?)</script>', plots, re.S).group(1)
     assert json.loads(embedded) == figure
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "javascript:alert(document.cookie)",
+        " javascript:alert(1)",
+        "JaVaScRiPt:alert(1)",
+        "java\tscript:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "vbscript:msgbox(1)",
+        "http://[broken/x.png",
+    ],
+)
+def test_stored_uris_become_links_and_images_only_for_http_and_the_files_server(ui, uri):
+    """A client stores a model's, an artifact's or a debug sample's URI; the web UI shows it as text unless it is
+    http(s) or the server's own file: never a link or an image source that runs in the UI's origin."""
+    task_id = make_task(ui)
+    safe = "https://example.com/weights.pt"
+    ui.call(
+        "tasks.add_or_update_artifacts",
+        {
+            "task": task_id,
+            "artifacts": [
+                {"key": "hostile", "type": "custom", "mode": "output", "uri": uri},
+                {"key": "fine", "type": "custom", "mode": "output", "uri": safe},
+            ],
+        },
+    )
+    image = {"task": task_id, "type": "training_debug_image", "metric": "samples", "variant": "x", "url": uri}
+    ui.call("events.add_batch", {"requests": [{**image, "iter": 1}]})
+    model_id = ui.call("models.create", {"name": "m", "task": task_id, "uri": uri})["id"]
+    ui.sign_in()
+    pages = {}
+    for path in (
+        f"/projects/*/tasks/{task_id}/artifacts",
+        f"/projects/*/tasks/{task_id}/output/debugImages",
+        f"/models/{model_id}",
+    ):
+        response = ui.http.get(path)
+        assert response.status_code == 200, (path, response.text[-500:])
+        pages[path] = response.text
+        links = set(re.findall(r'(?:href|src)="([^"]*)"', response.text)) - {"data:,"}  # the page's own favicon
+        assert not [link for link in links if not link.startswith(("/", "https://example.com/", "?"))], path
+        assert escape(uri) in response.text, path  # shown, as text
+    assert f'href="{safe}"' in pages[f"/projects/*/tasks/{task_id}/artifacts"]  # an http(s) URI stays a link
 
 
 def test_scalars_json_and_csv(ui):
