@@ -38,10 +38,24 @@ COOKIE = "localserver_ui"
 SESSION_SECONDS = 7 * 24 * 3600
 MAX_FORM_BYTES = 1024 * 1024
 MAX_FIELD_CHARS = 10_000
-# Pages with action forms must not be framed by another site (clickjacking); nothing is fetched from elsewhere.
+# Pages with action forms must not be framed by another site (clickjacking). Script only from this server's
+# files, never inline (what a client stored cannot run even if it reached the markup); styles inline too, as
+# plotly sets them; images also from http(s) hosts, where clients' debug samples may live.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' http: https: data:",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
 }

@@ -660,10 +660,16 @@ def test_a_pipelines_page_lists_its_drafts_apart_from_its_runs(ui):
     assert f'data-task="{draft}"' in drafts and f'data-task="{run}"' not in drafts
 
 
-def test_pages_refuse_to_be_framed(ui):
+def test_pages_refuse_to_be_framed_and_to_run_inline_or_foreign_script(ui):
     response = ui.http.get("/login")
     assert response.headers["x-frame-options"] == "DENY"
-    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    policy = dict(part.strip().split(" ", 1) for part in response.headers["content-security-policy"].split(";"))
+    assert policy["frame-ancestors"] == "'none'" and policy["script-src"] == "'self'"
+    assert policy["object-src"] == "'none'" and policy["base-uri"] == "'none'"
+    ui.sign_in()
+    for path in ("/projects", f"/projects/*/tasks/{make_task(ui)}/execution", "/models", "/loop"):
+        page = ui.http.get(path).text
+        assert re.findall(r"<script(?![^>]*\b(?:src|type=\"application/json\"))[^>]*>", page) == [], path
 
 
 def test_the_loop_page_is_an_extension_the_server_does_not_have_by_itself(tmp_path):

@@ -89,6 +89,12 @@ def test_clone_edit_enqueue_watch_compare(clearml_server, live_ui, browser_page,
     template = register_script_task(project, "trainer", HERE / "scripts" / "trainer.py", tmp_path)
     template.set_parameters({"General/epochs": 2})
     agent = start_agent(queue, create_queue=True, poll_sec=0.5)
+    # The pages run under a Content-Security-Policy with no inline script: plotly and ui.js must work within it.
+    refused = []
+    page.on(
+        "console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None
+    )
+    page.on("pageerror", lambda error: refused.append(str(error)))
 
     sign_in(page, live_ui)
     shot(page, "projects")
@@ -145,6 +151,7 @@ def test_clone_edit_enqueue_watch_compare(clearml_server, live_ui, browser_page,
     shot(page, "workers-and-queues")
     page.goto(f"{base}/projects/{template.project}/tasks")
     shot(page, "tasks-table")
+    assert refused == []
 
 
 @pytest.mark.browser

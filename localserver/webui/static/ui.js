@@ -152,5 +152,19 @@ const UI = (() => {
     load();
   }
 
-  return {pollTable, taskPage, scalarCharts, drawPlots};
+  function comparePage() {
+    const data = document.getElementById("compare-tasks");
+    if (!data) return;
+    const tasks = JSON.parse(data.textContent);
+    scalarCharts(document.getElementById("charts"), tasks.ids, tasks.names);
+  }
+
+  return {pollTable, taskPage, scalarCharts, drawPlots, comparePage};
 })();
+
+// Each page names what it needs in <body data-page>: pages carry no inline script, which the
+// Content-Security-Policy forbids. "load" waits for plotly, which a page loads after this file.
+window.addEventListener("load", () => {
+  const start = {tasks: UI.pollTable, task: UI.taskPage, compare: UI.comparePage}[document.body.dataset.page];
+  if (start) start();
+});
