@@ -7,7 +7,7 @@ is below the largest old logit for every input, so right after growth, before an
 - each new class gets probability at most NEW_CLASS_MAX_PROB, and every old class probability p becomes
   p * (1 - total new probability), i.e. changes by at most (number of new classes) * NEW_CLASS_MAX_PROB;
 - the old classes' probabilities relative to each other are exactly unchanged.
-With priors (`classifier.model`) the head is the learned part of a mixture, P = prior + (1 - π) · softmax(head):
+With priors (`classifier.model`) the head is the learned part of a mixture, P = g·prior + (1 - g)·softmax(head):
 a new label without ImageNet classes gets the same bounds; a new label that names ImageNet classes
 (`new_priors`) also takes their share at once, so a photo of what it names is the new class before any training.
 A finite margin (unlike -inf) keeps the new rows trainable. It is a trade-off: with a bound of 1e-4 instead of
