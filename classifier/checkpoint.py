@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from classifier.imagenet import priors_of
 from classifier.model import ImageClassifier, build_model
 from common.files import atomic_write
 
@@ -39,16 +40,13 @@ class Checkpoint:
         spec = model.spec
         return cls(state, list(classes), spec.name, int(input_size), tuple(spec.mean), tuple(spec.std), **meta)
 
-    def priors(self) -> list[list[int]]:
-        return [list(self.class_map.get(label, [])) for label in self.classes]
-
     def build_model(self) -> ImageClassifier:
         """The model with these weights, on CPU, in eval mode."""
         model = build_model(
             self.backbone,
             len(self.classes),
             pretrained=False,
-            priors=self.priors(),
+            priors=priors_of(self.class_map, self.classes),
             with_imagenet="imagenet.weight" in self.state_dict,
         )
         model.load_state_dict(self.state_dict)

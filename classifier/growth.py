@@ -8,8 +8,9 @@ is below the largest old logit for every input, so right after growth, before an
   p * (1 - total new probability), i.e. changes by at most (number of new classes) * NEW_CLASS_MAX_PROB;
 - the old classes' probabilities relative to each other are exactly unchanged.
 With priors (`classifier.model`) the head is the learned part of a mixture, P = g·prior + (1 - g)·softmax(head):
-a new label without ImageNet classes gets the same bounds; a new label that names ImageNet classes
-(`new_priors`) also takes their share at once, so a photo of what it names is the new class before any training.
+new classes start with no prior and the same bounds; `ImageClassifier.set_priors` then gives a new label that
+names ImageNet classes their share at once (classifier.train does), so a photo of what it names is the new class
+before any training.
 A finite margin (unlike -inf) keeps the new rows trainable. It is a trade-off: with a bound of 1e-4 instead of
 1e-2, a head trained on 8 new images recalled 88% instead of 95% of held-out images of the new class (generated
 images, 10 epochs), because Adam moves the bias by about `lr` per step and the weights had to make up the gap.
@@ -18,7 +19,7 @@ images, 10 epochs), because Adam moves the bias by about `lr` per step and the w
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -38,12 +39,11 @@ def grow_head(
     model: ImageClassifier,
     old_classes: Sequence[str],
     new_classes: Sequence[str],
-    new_priors: Mapping[str, Sequence[int]] = {},
 ) -> ImageClassifier:
     """Resize `model.head` from `old_classes` to `new_classes` in place and return the model.
 
     `new_classes` is the complete new class list; it must start with `old_classes` in the same order
-    (use `merge_classes` to build it). `new_priors`: ImageNet classes of the added labels that have some.
+    (use `merge_classes` to build it). The new classes have no prior (`ImageClassifier.set_priors` gives them one).
     """
     old_classes, new_classes = list(old_classes), list(new_classes)
     if model.head.out_features != len(old_classes):
@@ -65,7 +65,7 @@ def grow_head(
         head.bias[: len(old_classes)] = old.bias
         head.weight[len(old_classes) :] = old.weight.mean(dim=0, keepdim=True)
         head.bias[len(old_classes) :] = old.bias.mean() - math.log(1.0 / NEW_CLASS_MAX_PROB)
-    priors = model.priors() + [list(new_priors.get(label, [])) for label in new_classes[len(old_classes) :]]
+    priors = model.priors() + [[] for _ in range(added)]
     model.head = head
     model.set_priors(priors)
     return model

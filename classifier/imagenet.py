@@ -86,6 +86,11 @@ def resolve_class_map(
     return resolved
 
 
+def priors_of(class_map: Mapping[str, Sequence[int]], classes: Sequence[str]) -> list[list[int]]:
+    """The map's ImageNet classes of each of `classes`, in their order (`ImageClassifier.set_priors`' argument)."""
+    return [list(class_map.get(label, [])) for label in classes]
+
+
 def format_class_map(class_map: Mapping[str, Sequence[int]]) -> str:
     """The map as text, runs of indices as ranges: `cat: 281-285; dog: 151-268; mylabel: none`."""
     return "; ".join(f"{label}: {_ranges(indices)}" for label, indices in class_map.items())

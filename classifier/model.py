@@ -65,9 +65,14 @@ class ImageClassifier(nn.Module):
         for row, index in enumerate(mapped):
             mask[row, list(priors[index])] = True
         device = self.head.weight.device
+        in_groups = mask.any(0)
+        share = in_groups.float().mean()
         # Not in the state dict: the class map (in the checkpoint) is the record, these are derived from it.
         self.register_buffer("prior_classes", torch.tensor(mapped, dtype=torch.long, device=device), persistent=False)
         self.register_buffer("prior_mask", mask.to(device), persistent=False)
+        self.register_buffer("in_groups", in_groups.to(device), persistent=False)
+        # logit of the groups' share of the 1000 classes: the gate's "uniform guess" (see the module docstring)
+        self.register_buffer("share_logit", torch.log(share / (1 - share)).to(device), persistent=False)
 
     def priors(self) -> list[list[int]]:
         """What `set_priors` was given."""
@@ -87,15 +92,14 @@ class ImageClassifier(nn.Module):
             return None
         with torch.no_grad():
             log_probs = torch.log_softmax(self.imagenet(embedding.detach()).float(), dim=1)
-        in_groups = self.prior_mask.any(0)[None]
+        in_groups = self.in_groups[None]
         # log P(S_c | x) of each mapped class; log π and log(1 - π) each summed over their own classes, so both
         # stay exact near 0 and 1.
         prior = torch.logsumexp(log_probs[:, None, :].masked_fill(~self.prior_mask[None], float("-inf")), dim=2)
         inside = torch.logsumexp(log_probs.masked_fill(~in_groups, float("-inf")), dim=1)
         outside = torch.logsumexp(log_probs.masked_fill(in_groups, float("-inf")), dim=1)
-        # logit g(x): how much more ImageNet puts in the groups than a uniform guess would (their share of the 1000)
-        share = self.prior_mask.any(0).float().mean()
-        gate = inside - outside - torch.log(share / (1 - share))
+        # logit g(x): how much more ImageNet puts in the groups than a uniform guess would
+        gate = inside - outside - self.share_logit
         from_prior = prior - inside[:, None] + F.logsigmoid(gate)[:, None]
         return torch.cat([F.logsigmoid(-gate)[:, None], from_prior], dim=1)
 

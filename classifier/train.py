@@ -25,7 +25,7 @@ from classifier.checkpoint import Checkpoint
 from classifier.data import LabeledFile
 from classifier.embeddings import DEFAULT_CACHE_DIR, EmbeddingCache, compute_embeddings
 from classifier.growth import grow_head, merge_classes
-from classifier.imagenet import ClassMap, parse_class_map, resolve_class_map
+from classifier.imagenet import ClassMap, parse_class_map, priors_of, resolve_class_map
 from classifier.metrics import classification_metrics
 from classifier.model import ImageClassifier, build_model
 from classifier.preprocess import ImageFileDataset, eval_transform, make_loader, train_transform
@@ -190,8 +190,7 @@ def _initial_model(
         if len(set(classes)) != len(classes) or not classes:
             raise ValueError(f"Need a non-empty list of distinct classes, got {classes}.")
         class_map = resolve_class_map(classes, given) if config.pretrained else {}
-        priors = [class_map.get(label, []) for label in classes]
-        model = build_model(config.backbone, len(classes), config.pretrained, priors)
+        model = build_model(config.backbone, len(classes), config.pretrained, priors_of(class_map, classes))
         return model, classes, config.input_size(), class_map
     if parent.backbone != config.backbone:
         log.warning(
@@ -203,9 +202,8 @@ def _initial_model(
         model.imagenet = build_backbone(parent.backbone, pretrained=True)[1].requires_grad_(False)
     grown = merge_classes(parent.classes, classes)
     class_map = resolve_class_map(grown, given, parent.class_map) if config.pretrained else dict(parent.class_map)
-    added = grown[len(parent.classes) :]
-    grow_head(model, parent.classes, grown, {label: class_map.get(label, []) for label in added})
-    model.set_priors([class_map.get(label, []) for label in grown])  # an edited map may change old classes too
+    grow_head(model, parent.classes, grown)
+    model.set_priors(priors_of(class_map, grown))  # the new classes' and, where the map was edited, the old ones
     return model, grown, config.image_size or parent.input_size, class_map
 
 
