@@ -39,12 +39,15 @@ SESSION_SECONDS = 7 * 24 * 3600
 MAX_FORM_BYTES = 1024 * 1024
 MAX_FIELD_CHARS = 10_000
 # Pages with action forms must not be framed by another site (clickjacking). Script only from this server's
-# files, never inline (what a client stored cannot run even if it reached the markup); styles inline too, as
-# plotly sets them; images also from http(s) hosts, where clients' debug samples may live.
+# files, never inline (what a client stored cannot run even if it reached the markup). 'unsafe-eval' because
+# plotly's WebGL charts (scattergl, for long scalar series) compile their shaders with `new Function`; without it
+# they show "WebGL is not supported". It lets only scripts that already run evaluate strings, and no stored value
+# is ever passed to them as code. Styles inline too, as plotly sets them; images also from http(s) hosts, where
+# clients' debug samples may live.
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'self'",
-        "script-src 'self'",
+        "script-src 'self' 'unsafe-eval'",
         "style-src 'self' 'unsafe-inline'",
         "img-src 'self' http: https: data:",
         "object-src 'none'",

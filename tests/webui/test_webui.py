@@ -664,7 +664,7 @@ def test_pages_refuse_to_be_framed_and_to_run_inline_or_foreign_script(ui):
     response = ui.http.get("/login")
     assert response.headers["x-frame-options"] == "DENY"
     policy = dict(part.strip().split(" ", 1) for part in response.headers["content-security-policy"].split(";"))
-    assert policy["frame-ancestors"] == "'none'" and policy["script-src"] == "'self'"
+    assert policy["frame-ancestors"] == "'none'" and policy["script-src"] == "'self' 'unsafe-eval'"  # no inline
     assert policy["object-src"] == "'none'" and policy["base-uri"] == "'none'"
     ui.sign_in()
     for path in ("/projects", f"/projects/*/tasks/{make_task(ui)}/execution", "/models", "/loop"):

@@ -90,10 +90,14 @@ def test_clone_edit_enqueue_watch_compare(clearml_server, live_ui, browser_page,
     template.set_parameters({"General/epochs": 2})
     agent = start_agent(queue, create_queue=True, poll_sec=0.5)
     # The pages run under a Content-Security-Policy with no inline script: plotly and ui.js must work within it.
-    refused = []
-    page.on(
-        "console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None
+    # Every violation, also those a library catches (plotly falls back to "WebGL is not supported" when its
+    # shader compiler may not evaluate code), reaches the console through this listener.
+    page.add_init_script(
+        "document.addEventListener('securitypolicyviolation',"
+        " (e) => console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`));"
     )
+    refused = []
+    page.on("console", lambda message: refused.append(message.text) if "CSP violation" in message.text else None)
     page.on("pageerror", lambda error: refused.append(str(error)))
 
     sign_in(page, live_ui)
@@ -125,6 +129,7 @@ def test_clone_edit_enqueue_watch_compare(clearml_server, live_ui, browser_page,
     page.locator("nav.tabs").get_by_role("link", name="Scalars").click()
     chart = page.locator(".chart[data-metric=loss]")
     expect(chart.locator(".main-svg").first).to_be_visible()
+    expect(chart).not_to_contain_text("WebGL is not supported")
     expect(chart).to_contain_text("train")
     expect(chart).to_contain_text("val")
     shot(page, "task-scalars")
