@@ -25,7 +25,7 @@ from localserver.api import Context, events, new_id
 from localserver.api import models as models_api
 from localserver.api import projects as projects_api
 from localserver.api import tasks as tasks_api
-from localserver.auth import USER_ID
+from localserver.users import ADMIN_ID
 from localserver.webui import routes
 
 LONG_SERIES = 100_000
@@ -36,12 +36,12 @@ def seed(server: LocalServer, tasks: int, models: int, scalar_events: int) -> di
     """Bulk-load the store directly (documents shaped by the API's own constructors); the one place that knows
     the store's write methods. Returns the ids the measurements use."""
     store = server.store
-    ctx = Context(store, USER_ID, None, server)
+    ctx = Context(store, ADMIN_ID, None, server)
     with store.transaction():
         project = projects_api.ensure_project(ctx, "bench/large")
         task_ids = []
         for index in range(tasks):
-            doc = task_entity.new_document(new_id(), USER_ID, tasks_api.now())
+            doc = task_entity.new_document(new_id(), ADMIN_ID, tasks_api.now())
             doc.update(name=f"run-{index:05d}", project=project["id"], type="training")
             doc.update(status="completed", started=doc["created"], completed=doc["created"], last_iteration=99)
             doc["hyperparams"] = {
@@ -60,7 +60,7 @@ def seed(server: LocalServer, tasks: int, models: int, scalar_events: int) -> di
             doc = {"id": new_id(), "name": f"model-{index}", "uri": "", "comment": "", "framework": "PyTorch"}
             doc.update(design={}, labels={"cat": 0, "dog": 1}, metadata={}, tags=[], system_tags=[], ready=True)
             doc.update(task=task_ids[index], parent=None, project=project["id"], iteration=99, created=stamp)
-            doc.update(user=USER_ID, company="")
+            doc.update(user=ADMIN_ID, company="")
             models_api.save(ctx, doc)
     long_task = task_ids[0]
     others = task_ids[1:] or task_ids

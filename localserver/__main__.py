@@ -1,8 +1,9 @@
-"""``python -m localserver serve|config``: see the package docstring."""
+"""``python -m localserver serve|config|users``: see the package docstring."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
+from . import users
 from .auth import load_or_create_credentials
 from .clientconfig import client_env, write_client_config, write_private
 from .limits import Limits
@@ -86,6 +88,52 @@ def config(args) -> None:
         print(f"export {key}={shlex.quote(value)}")
 
 
+PASSWORD_ENV = "LOCALSERVER_PASSWORD"
+
+
+def _password(args) -> str:
+    """From --password-file, else LOCALSERVER_PASSWORD, else typed twice at a prompt: never from argv."""
+    if args.password_file:
+        try:
+            return Path(args.password_file).read_text().removesuffix("\n").removesuffix("\r")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SystemExit(f"localserver: cannot read --password-file: {exc}") from None
+    if os.environ.get(PASSWORD_ENV):
+        return os.environ[PASSWORD_ENV]
+    if not sys.stdin.isatty():
+        raise SystemExit(f"localserver: no password: give --password-file or {PASSWORD_ENV}, or run in a terminal")
+    password = getpass.getpass(f"Password for {args.name}: ")
+    if getpass.getpass("Again: ") != password:
+        raise SystemExit("localserver: the passwords differ; nothing changed")
+    return password
+
+
+def manage_users(args) -> None:
+    store = open_store(Path(args.data_dir).resolve())
+    try:
+        with store.transaction():
+            if args.action == "list":
+                for user in store.users():
+                    pairs = len(store.credentials_of(user["id"]))
+                    sign_in = "password" if user["password_hash"] else "keys only"
+                    fields = (user["name"], user["role"], user["id"], user["created"], sign_in, f"{pairs} key pairs")
+                    print("\t".join(fields))
+                return
+            if args.action == "add":
+                user = users.add_user(store, args.name, _password(args))
+                print(f"localserver: added {user['name']} (id {user['id']})")
+            elif args.action == "passwd":
+                user = users.set_password(store, args.name, _password(args))
+                print(f"localserver: new password for {user['name']}; their web UI sessions ended")
+            else:
+                user = users.remove_user(store, args.name)
+                print(f"localserver: removed {user['name']}; their key pairs, tokens and sessions no longer work")
+    except users.UserError as exc:
+        raise SystemExit(f"localserver: {exc}") from None
+    finally:
+        store.close()
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m localserver", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +168,23 @@ def main(argv=None) -> None:
     )
     Limits.add_arguments(serve_parser)
     commands.choices["config"].add_argument("--write", metavar="CLEARML_CONF", help="also write a clearml.conf")
+    users_parser = commands.add_parser("users", help="add, list, remove users or set a password (the administrator)")
+    users_parser.set_defaults(func=manage_users)
+    actions = users_parser.add_subparsers(dest="action", required=True)
+    for action, help_text in (
+        ("add", "add a user who signs in to the web UI with NAME and a password"),
+        ("list", "list the active users"),
+        ("passwd", "set a user's password (the administrator's is 'admin'); ends their web UI sessions"),
+        ("remove", "remove a user: their key pairs, tokens and sessions stop working at once"),
+    ):
+        sub = actions.add_parser(action, help=help_text)
+        sub.add_argument("--data-dir", required=True, help="the server's data dir (it may be running)")
+        if action != "list":
+            sub.add_argument("name", metavar="NAME")
+        if action in ("add", "passwd"):
+            sub.add_argument(
+                "--password-file", help=f"file holding the password (default: {PASSWORD_ENV}, else a prompt)"
+            )
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -250,16 +250,26 @@ async def _login(server, request: Request, authorization: str | None, version, q
     address = request.client.host if request.client else ""
     server.login_throttle.check(address)
     try:
-        server.auth.check_credentials(authorization)
+        user_id, access_key = server.auth.check_credentials(authorization)
     except ApiError as exc:
         if exc.subcode == WRONG_KEYS_SUBCODE:
             server.login_throttle.failed(address)
         raise
     raw = await _read_body(request, server.limits.max_json_body, server.limits.body_timeout)
     body = await run_in_threadpool(_request_body, "auth.login", raw, query)
-    token = server.auth.issue(body.get("expiration_sec"))
+    issue = functools.partial(_issue_token, server, user_id, access_key, address, body.get("expiration_sec"))
+    token = await asyncio.get_running_loop().run_in_executor(server.writer, issue)
     content = envelope_bytes(200, 0, "OK", "auth.login", version, {"token": token})
     return Response(content, media_type="application/json")
+
+
+def _issue_token(server, user_id: str, access_key: str, address: str, expiration_sec) -> str:
+    """A token for a checked key pair, recording when and from where the pair was last used."""
+    with server.store.transaction() as store:
+        user = store.user(user_id)
+        if access_key != server.auth.access_key:
+            store.credential_used(access_key, api.now(), address)
+        return server.auth.issue(user, access_key, expiration_sec)
 
 
 # Files

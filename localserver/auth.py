@@ -1,4 +1,8 @@
-"""Credentials and signed tokens: ``auth.login`` (HTTP Basic) issues an HS256 JWT checked on every other call."""
+"""Credentials and signed tokens: ``auth.login`` (HTTP Basic) issues an HS256 JWT checked on every other call.
+
+The server's own keys sign in as the administrator; the key pairs users create (:mod:`localserver.users`) as
+their user. A token names the key pair it was issued for, and a user's token is valid only while that pair is:
+revoking it, or removing the user, ends the token at its next request."""
 
 from __future__ import annotations
 
@@ -14,11 +18,11 @@ import jwt
 
 from .errors import ApiError, bad_request, unauthorized
 from .store import Store
+from .users import ADMIN_ID, secret_matches
 
 API_VERSION = "2.31"
 DEFAULT_EXPIRATION_SEC = 30 * 24 * 3600
 MAX_EXPIRATION_SEC = DEFAULT_EXPIRATION_SEC
-USER_ID = "local-user"
 WRONG_KEYS_SUBCODE = 21  # a guess, counted by LoginThrottle (missing or malformed credentials are not)
 
 
@@ -42,6 +46,7 @@ class TokenAuthority:
     """Issues and checks tokens, signed with the data dir's secret (replaced whenever the keys change)."""
 
     def __init__(self, store: Store, access_key: str, secret_key: str, server_version: str):
+        self._store = store
         self.access_key = access_key
         self.secret_key = secret_key
         self._server_version = server_version
@@ -51,26 +56,42 @@ class TokenAuthority:
                 store.set_setting("jwt_secret", secrets.token_hex(32))
             self._signing_key = store.setting("jwt_secret")
 
-    def check_credentials(self, authorization: str | None) -> None:
-        """Raises 401 unless ``authorization`` is HTTP Basic with this server's keys."""
+    def check_credentials(self, authorization: str | None) -> tuple[str, str]:
+        """``(user id, access key)`` of HTTP Basic credentials: the server's keys or a user's key pair; else 401."""
         access_key, secret_key = _basic_credentials(authorization)
+        return self.check_pair(access_key, secret_key)
+
+    def check_pair(self, access_key: str, secret_key: str) -> tuple[str, str]:
         valid_access = hmac.compare_digest(access_key.encode(), self.access_key.encode())
         valid_secret = hmac.compare_digest(secret_key.encode(), self.secret_key.encode())
-        if not (valid_access and valid_secret):
+        if valid_access and valid_secret:
+            return ADMIN_ID, access_key
+        found = None if valid_access else self._store.active_credential(access_key)
+        if found is None or not secret_matches(found[1], secret_key):
             raise unauthorized("Invalid access key or secret key", subcode=WRONG_KEYS_SUBCODE)
+        return found[0], access_key
 
-    def issue(self, expiration_sec=None) -> str:
-        """A token valid for ``expiration_sec`` (default 30 days, clamped to 30 days as the real server clamps)."""
+    def pair_active(self, user_id: str, access_key: str) -> bool:
+        """Whether ``access_key`` (the server's, or a key pair of ``user_id``) still signs in."""
+        if access_key == self.access_key:
+            return user_id == ADMIN_ID
+        found = self._store.active_credential(access_key)
+        return found is not None and found[0] == user_id
+
+    def issue(self, user: dict, access_key: str, expiration_sec=None) -> str:
+        """A token for ``user`` (a users row) signed in with ``access_key``, valid for ``expiration_sec``
+        (default 30 days, clamped to 30 days as the real server clamps)."""
         lifetime = token_lifetime(expiration_sec)
         now = time.time()
         claims = {
             "identity": {
-                "user": USER_ID,
+                "user": user["id"],
                 "company": "",
-                "role": "admin",
-                "user_name": "Local User",
+                "role": user["role"],
+                "user_name": user["name"],
                 "company_name": "localserver",
             },
+            "key": access_key,
             "api_version": API_VERSION,
             "server_version": self._server_version,
             "server_build": "localserver",
@@ -82,7 +103,7 @@ class TokenAuthority:
         return jwt.encode(claims, self._signing_key, algorithm="HS256")
 
     def verify(self, authorization: str | None) -> str:
-        """The user id of a valid ``Bearer`` token; raises 401 otherwise."""
+        """The user id of a valid ``Bearer`` token whose key pair is still active; raises 401 otherwise."""
         if not authorization or not authorization.startswith("Bearer "):
             raise unauthorized("Missing authorization token", subcode=30)
         try:
@@ -91,7 +112,12 @@ class TokenAuthority:
             raise unauthorized("Token expired", subcode=31) from None
         except jwt.InvalidTokenError:
             raise unauthorized("Invalid token", subcode=30) from None
-        return claims.get("identity", {}).get("user", USER_ID)
+        identity = claims.get("identity")
+        user_id = identity.get("user") if isinstance(identity, dict) else None
+        access_key = claims.get("key", self.access_key)  # tokens from before users existed: the server's keys
+        if not isinstance(user_id, str) or not isinstance(access_key, str) or not self.pair_active(user_id, access_key):
+            raise unauthorized("Token revoked: its credentials were revoked or its user removed", subcode=30)
+        return user_id
 
 
 def token_lifetime(expiration_sec) -> float:

@@ -48,17 +48,20 @@ def urls(api_url: str) -> dict[str, str]:
     return {"api": api_url, "web": api_url, "files": f"{api_url}/files"}
 
 
-def write_client_config(path, api_url: str, access_key: str, secret_key: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def client_config_text(api_url: str, access_key: str, secret_key: str) -> str:
     hosts = urls(api_url)
-    text = _CONF.format(
+    return _CONF.format(
         api_url=hosts["api"],
         **{key: json.dumps(value) for key, value in hosts.items()},
         access_key=json.dumps(access_key),
         secret_key=json.dumps(secret_key),
     )
-    write_private(path, text)
+
+
+def write_client_config(path, api_url: str, access_key: str, secret_key: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_private(path, client_config_text(api_url, access_key, secret_key))
     return path
 
 

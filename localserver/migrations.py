@@ -13,6 +13,9 @@ import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timezone
 
+# The administrator: who the server's own keys sign in as (the id every entity had before users existed).
+ADMIN_ID = "local-user"
+ADMIN_NAME = "admin"
 ENTITIES = ("projects", "tasks", "models", "queues", "workers")
 
 # Document fields copied into columns (filtered, sorted and paged in SQL by localserver.query).
@@ -71,10 +74,34 @@ def _v3_event_series(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX events_series ON events(task, type, metric, variant, iter, value)")
 
 
+def _v4_users(conn: sqlite3.Connection) -> None:
+    """Users (the administrator, who signs in with the server's keys, is the first) and their API key pairs.
+
+    A removed user keeps their row, so what they created still shows their name; an active name is unique
+    ignoring case. ``session_epoch`` grows on every password change and removal: web UI sessions of an older
+    epoch end."""
+    conn.execute(
+        "CREATE TABLE users (id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, password_hash TEXT, "
+        "created TEXT NOT NULL, removed TEXT, session_epoch INTEGER NOT NULL DEFAULT 0)"
+    )
+    conn.execute("CREATE UNIQUE INDEX users_active_name ON users(name COLLATE NOCASE) WHERE removed IS NULL")
+    conn.execute(
+        "CREATE TABLE credentials (access_key TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, "
+        "user TEXT NOT NULL REFERENCES users(id), label TEXT NOT NULL DEFAULT '', created TEXT NOT NULL, "
+        "last_used TEXT, last_used_from TEXT)"
+    )
+    conn.execute("CREATE INDEX credentials_user ON credentials(user)")
+    conn.execute(
+        "INSERT INTO users (id, name, role, created) VALUES (?, ?, 'admin', ?)",
+        (ADMIN_ID, ADMIN_NAME, datetime.now(timezone.utc).isoformat()),
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "baseline: documents, events, queue entries, settings", _v1_baseline),
     (2, "query columns type/user/parent/tags/system_tags and their indexes", _v2_query_columns),
     (3, "event values and an index by series", _v3_event_series),
+    (4, "users and their credentials", _v4_users),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -25,12 +25,13 @@ from . import SERVER_VERSION
 from .api import Context, ResultCache, load_services
 from .api import queues as queues_api
 from .asgi import create_app
-from .auth import USER_ID, LoginThrottle, TokenAuthority, load_or_create_credentials
+from .auth import LoginThrottle, TokenAuthority, load_or_create_credentials
 from .clientconfig import client_env, write_client_config
 from .files import FileStore
 from .limits import Limits
 from .store import Store
 from .transport import UvicornServer, bind
+from .users import ADMIN_ID
 from .watchdog import Watchdog, timeout_from_env
 from .webui import routes as webui_routes
 
@@ -95,7 +96,7 @@ class LocalServer:
 
     def _ensure_default_queue(self) -> None:
         with self.store.transaction():
-            ctx = Context(self.store, USER_ID, None, self)
+            ctx = Context(self.store, ADMIN_ID, None, self)
             if not any("default" in (q.get("system_tags") or []) for q in self.store.scan("queues")):
                 queues_api.create_queue(ctx, "default", system_tags=["default"])
 

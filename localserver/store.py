@@ -37,6 +37,9 @@ class Store:
         self._local = threading.local()  # .conn: the connection of the read or write scope this thread is in
         self._reader = self._connect()
         self._read_lock = threading.Lock()
+        # Credential checks on every request: a point lookup on its own connection never waits behind a long read.
+        self._checker = self._connect()
+        self._check_lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
@@ -46,7 +49,8 @@ class Store:
         return conn
 
     def close(self) -> None:
-        with self._write_lock, self._read_lock:
+        with self._write_lock, self._read_lock, self._check_lock:
+            self._checker.close()
             self._reader.close()
             self._writer.close()
 
@@ -329,6 +333,92 @@ class Store:
 
     def set_setting(self, key: str, value: str) -> None:
         self._conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
+
+    # users and credentials (see migrations._v4_users)
+    def users(self, include_removed: bool = False) -> list[dict]:
+        where = "" if include_removed else "WHERE removed IS NULL"
+        rows = self._conn.execute(f"SELECT {_USER_COLUMNS} FROM users {where} ORDER BY created, id").fetchall()
+        return [dict(zip(_USER_FIELDS, row, strict=True)) for row in rows]
+
+    def user(self, user_id: str) -> dict | None:
+        row = self._conn.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", (user_id,)).fetchone()
+        return dict(zip(_USER_FIELDS, row, strict=True)) if row else None
+
+    def active_user_named(self, name: str) -> dict | None:
+        row = self._conn.execute(
+            f"SELECT {_USER_COLUMNS} FROM users WHERE name = ? COLLATE NOCASE AND removed IS NULL", (name,)
+        ).fetchone()
+        return dict(zip(_USER_FIELDS, row, strict=True)) if row else None
+
+    def add_user(self, user: dict) -> None:
+        self._conn.execute(
+            f"INSERT INTO users ({_USER_COLUMNS}) VALUES ({', '.join('?' * len(_USER_FIELDS))})",
+            [user.get(name) for name in _USER_FIELDS],
+        )
+
+    def set_user_password(self, user_id: str, password_hash: str) -> None:
+        self._conn.execute(
+            "UPDATE users SET password_hash = ?, session_epoch = session_epoch + 1 WHERE id = ?",
+            (password_hash, user_id),
+        )
+
+    def mark_user_removed(self, user_id: str, when: str) -> None:
+        self._conn.execute(
+            "UPDATE users SET removed = ?, password_hash = NULL, session_epoch = session_epoch + 1 WHERE id = ?",
+            (when, user_id),
+        )
+        self._conn.execute("DELETE FROM credentials WHERE user = ?", (user_id,))
+
+    def credentials_of(self, user_id: str) -> list[dict]:
+        rows = self._conn.execute(
+            f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE user = ? ORDER BY created", (user_id,)
+        ).fetchall()
+        return [dict(zip(_CREDENTIAL_FIELDS, row, strict=True)) for row in rows]
+
+    def add_credential(self, credential: dict) -> None:
+        self._conn.execute(
+            f"INSERT INTO credentials ({_CREDENTIAL_COLUMNS}) VALUES ({', '.join('?' * len(_CREDENTIAL_FIELDS))})",
+            [credential.get(name) for name in _CREDENTIAL_FIELDS],
+        )
+
+    def delete_credential(self, user_id: str, access_key: str) -> int:
+        cursor = self._conn.execute("DELETE FROM credentials WHERE user = ? AND access_key = ?", (user_id, access_key))
+        return cursor.rowcount
+
+    def set_credential_label(self, user_id: str, access_key: str, label: str) -> int:
+        cursor = self._conn.execute(
+            "UPDATE credentials SET label = ? WHERE user = ? AND access_key = ?", (label, user_id, access_key)
+        )
+        return cursor.rowcount
+
+    def credential_used(self, access_key: str, when: str, address: str) -> None:
+        self._conn.execute(
+            "UPDATE credentials SET last_used = ?, last_used_from = ? WHERE access_key = ?", (when, address, access_key)
+        )
+
+    # checks outside any scope, on their own connection (see __init__)
+    def active_credential(self, access_key: str) -> tuple[str, str] | None:
+        """``(user id, secret hash)`` of a key pair whose user is active, else ``None``."""
+        with self._check_lock:
+            return self._checker.execute(
+                "SELECT c.user, c.secret_hash FROM credentials c JOIN users u ON u.id = c.user "
+                "WHERE c.access_key = ? AND u.removed IS NULL",
+                (access_key,),
+            ).fetchone()
+
+    def active_session_epoch(self, user_id: str) -> int | None:
+        """The session epoch of an active user, else ``None``."""
+        with self._check_lock:
+            row = self._checker.execute(
+                "SELECT session_epoch FROM users WHERE id = ? AND removed IS NULL", (user_id,)
+            ).fetchone()
+        return row[0] if row else None
+
+
+_USER_FIELDS = ("id", "name", "role", "password_hash", "created", "removed", "session_epoch")
+_USER_COLUMNS = ", ".join(_USER_FIELDS)
+_CREDENTIAL_FIELDS = ("access_key", "secret_hash", "user", "label", "created", "last_used", "last_used_from")
+_CREDENTIAL_COLUMNS = ", ".join(_CREDENTIAL_FIELDS)
 
 
 def _fields(row: tuple, names: Sequence[str]) -> dict:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 from .api import Context
 from .api import tasks as tasks_api
-from .auth import USER_ID
+from .users import ADMIN_ID
 
 DEFAULT_TASK_TIMEOUT_SEC = 7200.0
 TIMEOUT_ENV = "LOCALSERVER_TASK_TIMEOUT_SEC"
@@ -76,7 +76,7 @@ class Watchdog:
         cutoff = (datetime.now(timezone.utc) - timedelta(seconds=self.timeout_sec)).isoformat(timespec="microseconds")
         store = self._server.store
         with store.transaction():
-            ctx = Context(store, USER_ID, None, self._server)
+            ctx = Context(store, ADMIN_ID, None, self._server)
             silent = store.select("tasks", "status = ? AND last_update < ?", ["in_progress", cutoff])
             for doc in silent:
                 log.warning("task %s silent since %s: marking it failed", doc["id"], doc.get("last_update"))

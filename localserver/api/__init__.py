@@ -118,4 +118,4 @@ class ResultCache:
 
 def load_services() -> None:
     """Import the service modules so their endpoints register themselves."""
-    from . import events, misc, models, projects, queues, tasks, workers  # noqa: F401
+    from . import events, misc, models, projects, queues, tasks, users, workers  # noqa: F401

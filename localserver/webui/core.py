@@ -28,7 +28,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from .. import api
-from ..auth import USER_ID
 from ..errors import ApiError
 
 log = logging.getLogger("localserver.webui")
@@ -89,8 +88,13 @@ class View:
     def query(self):
         return self.request.query_params
 
+    @property
+    def user(self) -> str:
+        """The signed-in user's id."""
+        return self.session["user"]
+
     def api(self, name: str, body: dict) -> dict:
-        return self.ui.api(name, body)
+        return self.ui.api(name, body, self.user)
 
     def render(self, template: str, status_code: int = 200, **context) -> HTMLResponse:
         return self.ui.render(template, self, status_code=status_code, **context)
@@ -127,9 +131,9 @@ class WebUI:
         self.templates.globals["extension_nav"] = [link for e in self.extensions for link in e.nav]
 
     # API
-    def api(self, name: str, body: dict) -> dict:
-        """Run an endpoint exactly as the SDK's request of the same name would."""
-        return api.call(self.server, name, body, USER_ID)
+    def api(self, name: str, body: dict, user: str) -> dict:
+        """Run an endpoint as ``user``, exactly as the SDK's request of the same name would."""
+        return api.call(self.server, name, body, user)
 
     # session
     def _signing_key(self) -> bytes:
@@ -157,14 +161,21 @@ class WebUI:
             return None
         return payload if isinstance(payload.get("csrf"), str) else None
 
-    def credentials_valid(self, access_key: str, secret_key: str) -> bool:
-        auth = self.server.auth
-        valid_access = hmac.compare_digest(access_key.encode(), auth.access_key.encode())
-        valid_secret = hmac.compare_digest(secret_key.encode(), auth.secret_key.encode())
-        return valid_access and valid_secret
+    def new_session(self, user: dict, access_key: str | None = None) -> dict:
+        """A session of ``user`` (a users row) signed in by password, or by ``access_key`` and its secret."""
+        session = {"exp": int(time.time()) + SESSION_SECONDS, "csrf": secrets.token_urlsafe(24)}
+        session.update(user=user["id"], name=user["name"], epoch=user["session_epoch"])
+        return session | ({"key": access_key} if access_key else {})
 
-    def new_session(self) -> dict:
-        return {"exp": int(time.time()) + SESSION_SECONDS, "csrf": secrets.token_urlsafe(24)}
+    def session_live(self, session: dict) -> bool:
+        """Whether a signed session's user is still active at the same epoch (no password change or removal
+        since) and, for a key pair sign-in, the pair is not revoked: checked on every request."""
+        user, epoch, key = session.get("user"), session.get("epoch"), session.get("key")
+        if not isinstance(user, str) or not isinstance(epoch, int) or not isinstance(session.get("name"), str):
+            return False
+        if key is not None and not (isinstance(key, str) and self.server.auth.pair_active(user, key)):
+            return False
+        return self.server.store.active_session_epoch(user) == epoch
 
     def set_session_cookie(self, response: Response, session: dict | None) -> None:
         if session is None:
@@ -178,6 +189,7 @@ class WebUI:
     def render(self, template: str, view: View | None, status_code: int = 200, **context) -> HTMLResponse:
         context.setdefault("csrf", view.session.get("csrf") if view and view.session else "")
         context.setdefault("signed_in", bool(view and view.session))
+        context.setdefault("user_name", view.session.get("name", "") if view and view.session else "")
         context.setdefault("current_path", view.request.url.path if view else "/")
         html = self.templates.get_template(template).render(**context)
         return HTMLResponse(html, status_code=status_code, headers=PAGE_HEADERS)
@@ -191,6 +203,8 @@ class WebUI:
 
         async def endpoint(request: Request) -> Response:
             session = self.unsign(request.cookies.get(COOKIE))
+            if session is not None and not self.session_live(session):
+                session = None
             view = View(self, request, session or {})
             if session is None and not public:
                 if request.method != "GET" or request.url.path.startswith("/_ui/"):

@@ -10,7 +10,7 @@ from ..errors import ApiError
 from .core import NotFound, View, WebUI
 from .files import read_json_object
 from .graph import layout
-from .lookups import by_project, get_project, get_task, hidden_projects, version_tasks
+from .lookups import by_project, get_project, get_task, hidden_projects, owner_name, user_names, version_tasks
 
 MAX_FILES_LISTED = 500
 
@@ -42,7 +42,7 @@ def dataset_struct_parents(task: dict) -> list[str]:
 
 
 def dataset_versions(view: View, project_id: str) -> list[dict]:
-    fields = ["id", "name", "status", "project", "created", "runtime", "tags", "configuration", "last_update"]
+    fields = ["id", "name", "status", "project", "created", "runtime", "tags", "configuration", "last_update", "user"]
     versions = version_tasks(view, [project_id], fields)
     for version in versions:
         version["parents"] = dataset_struct_parents(version)
@@ -82,6 +82,7 @@ def dataset_page(view: View):
         project=project,
         names=names,
         versions=versions,
+        owners=user_names(view),
         graph=lineage_graph(versions, base),
         base=base,
     )
@@ -143,6 +144,7 @@ def dataset_version_page(view: View):
         project=project,
         names={"parent_name": parent, "short": short or project["name"]},
         runtime=task.get("runtime") or {},
+        owner=owner_name(view, task),
         parents=parents,
         graph=lineage_graph(versions, base, current=task["id"]),
         changes=version_changes(view, task, parents),

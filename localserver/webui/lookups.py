@@ -52,6 +52,18 @@ def project_names_for(view: View, ids) -> dict[str, str]:
     return {p["id"]: p["name"] for p in found}
 
 
+def user_names(view: View) -> dict[str, str]:
+    """Every user's name by id, removed users included (what they created still names them)."""
+    return {user["id"]: user["name"] for user in view.api("users.get_all", {})["users"]}
+
+
+def owner_name(view: View, entity: dict) -> str:
+    """The name of the user who created ``entity`` (its id when no user has it)."""
+    user_id = entity.get("user") or ""
+    found = view.api("users.get_all", {"id": [user_id]})["users"] if user_id else []
+    return found[0]["name"] if found else user_id
+
+
 def task_names(view: View, ids, fields=TASK_SUMMARY_FIELDS) -> dict[str, dict]:
     """The tasks of ``ids`` (``fields`` of each) by id; unknown ids are left out."""
     ids = sorted({i for i in ids if i})

@@ -7,9 +7,12 @@ import re
 from starlette.routing import Route
 
 from .core import Invalid, NotFound, View, WebUI, bounded_int, choice, file_link, text_field
-from .lookups import project_names_for, task_names
+from .lookups import owner_name, project_names_for, task_names, user_names
 
-MODEL_FIELDS = ["id", "name", "tags", "system_tags", "ready", "framework", "project", "task", "created", "last_update"]
+MODEL_FIELDS = [
+    *("id", "name", "tags", "system_tags", "ready", "framework", "project", "task", "created", "last_update"),
+    "user",
+]
 PAGE_SIZE = 50
 
 
@@ -40,6 +43,7 @@ def models_page(view: View):
         models=models,
         projects=names,
         tasks=tasks,
+        owners=user_names(view),
         filters={"name": name, "tag": tag, "published": published},
         page=page,
         has_next=len(models) == PAGE_SIZE,
@@ -63,6 +67,7 @@ def model_page(view: View):
         model=model,
         task=task,
         project_name=project,
+        owner=owner_name(view, model),
         metadata=[metadata[k] if isinstance(metadata[k], dict) else {"key": k, "value": metadata[k]} for k in metadata],
         labels=sorted((model.get("labels") or {}).items(), key=lambda item: item[1]),
         download=file_link(model.get("uri")),

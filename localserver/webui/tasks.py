@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from ..api.events import SINGLE_VALUE_ITER
 from .core import Invalid, NotFound, View, WebUI, bounded_int, choice, task_url, text_field
-from .lookups import get_project, get_task, project_names
+from .lookups import get_project, get_task, owner_name, project_names, user_names
 
 STATUSES = ("created", "queued", "in_progress", "stopped", "completed", "failed", "published", "closed")
 TYPES = (
@@ -45,6 +45,7 @@ TABLE_FIELDS = [
     "last_iteration",
     "last_metrics",
     "status_message",
+    "user",
 ]
 # (URL tab, title): the URL names are the official UI's, so links written for it land on the same tab.
 TABS = (
@@ -112,9 +113,11 @@ def table_filters(view: View) -> dict:
             raise Invalid(f"A metric column is written metric/variant, not {column!r}.")
     name = (query.get("name") or "").strip()
     tag = (query.get("tag") or "").strip()
-    if len(name) > 200 or len(tag) > 200:
-        raise Invalid("Name and tag filters are at most 200 characters.")
+    owner = (query.get("owner") or "").strip()
+    if len(name) > 200 or len(tag) > 200 or len(owner) > 200:
+        raise Invalid("Name, tag and owner filters are at most 200 characters.")
     return {
+        "owner": owner,
         "status": statuses,
         "type": task_type,
         "tag": tag,
@@ -131,7 +134,7 @@ def table_filters(view: View) -> dict:
 def filters_query(filters: dict, **changes) -> str:
     merged = {**filters, **changes}
     pairs = [("status", s) for s in merged["status"]]
-    pairs += [(k, merged[k]) for k in ("type", "tag", "name", "sort") if merged[k]]
+    pairs += [(k, merged[k]) for k in ("owner", "type", "tag", "name", "sort") if merged[k]]
     pairs += [("page", merged["page"])] if merged["page"] else []
     pairs += [("size", merged["size"])] if merged["size"] != PAGE_SIZES[1] else []
     pairs += [(k, "1") for k in ("archived", "hidden") if merged[k]]
@@ -161,6 +164,8 @@ def tasks_query(project: dict | None, filters: dict) -> dict:
         body["tags"] = [filters["tag"]]
     if filters["name"]:
         body["name"] = re.escape(filters["name"])
+    if filters["owner"]:
+        body["user"] = [filters["owner"]]
     hidden_project = project is not None and "/." in f"/{project['name']}"
     if filters["hidden"] or hidden_project:
         body["search_hidden"] = True
@@ -170,6 +175,9 @@ def tasks_query(project: dict | None, filters: dict) -> dict:
 def tasks_page(view: View):
     project = get_project(view, view.path["project"])
     filters = table_filters(view)
+    owners = user_names(view)
+    if filters["owner"] and filters["owner"] not in owners:
+        raise Invalid(f"No user with id {filters['owner']!r}.")
     query = tasks_query(project, filters)
     tasks = view.api("tasks.get_all", query)["tasks"]
     total = filters["page"] * filters["size"] + len(tasks)
@@ -189,6 +197,8 @@ def tasks_page(view: View):
         project_id=view.path["project"],
         children=children,
         tasks=rows,
+        owners=owners,
+        me=view.user,
         filters=filters,
         query=lambda **changes: filters_query(filters, **changes),
         statuses=STATUSES,
@@ -233,6 +243,8 @@ def task_page(view: View):
         context["plots"] = latest_plots(view, task["id"])
     elif tab == "output/debugImages":
         context.update(debug_samples(view, task["id"]))
+    elif tab == "info-output":
+        context["owner"] = owner_name(view, task)
     elif tab == "artifacts":
         context["artifacts"] = (task.get("execution") or {}).get("artifacts") or []
         context["models"] = model_rows(view, task)

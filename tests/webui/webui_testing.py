@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from localserver import LocalServer, api
-from localserver.auth import USER_ID
+from localserver.users import ADMIN_ID
 from localserver.webui import routes
 from loop import webpage
 
@@ -34,7 +34,7 @@ class UIClient:
         self.http = TestClient(Starlette(routes=routes(server, extensions)), follow_redirects=False)
 
     def call(self, name: str, body: dict) -> dict:
-        return api.call(self.server, name, body, USER_ID)
+        return api.call(self.server, name, body, ADMIN_ID)
 
     def sign_in(self) -> str:
         """Signs in; returns the session's CSRF token."""
