@@ -2,7 +2,7 @@
 sign-in and Settings page, and the ``auth.*_credentials`` endpoints all go through here).
 
 The administrator (:data:`ADMIN_ID`) is who the server's own keys sign in as; ``users add`` creates the others.
-Passwords are hashed with scrypt (:func:`hashlib.scrypt`) at OWASP's "N=2^14, r=8, p=5" (16 MiB, about 0.1 s
+Passwords are hashed with scrypt (:func:`hashlib.scrypt`) at OWASP's "N=2^14, r=8, p=5" (16 MiB, about 0.2 s
 on one core), a 16-byte salt and a 32-byte key; the parameters are stored with each hash, so stronger ones can
 come later without breaking old hashes. API secrets are 256 random bits, which no guess reaches, so they are
 kept as SHA-256: checked on every ``auth.login`` without a deliberate slowdown. Neither is ever stored in clear.

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
 from playwright.sync_api import expect, sync_playwright
 
 from common.waiting import wait_until
@@ -53,9 +54,11 @@ def sign_in(page, live_ui, path="/projects"):
     base = live_ui.base_url
     page.goto(base + path)
     assert page.url.startswith(f"{base}/login?next=")
-    page.fill("input[name=access_key]", live_ui.access_key)
-    page.fill("input[name=secret_key]", live_ui.secret_key)
-    page.click("button[type=submit]")
+    page.click("#key-sign-in summary")
+    form = page.locator("#key-sign-in form")
+    form.locator("input[name=access_key]").fill(live_ui.access_key)
+    form.locator("input[name=secret_key]").fill(live_ui.secret_key)
+    form.locator("button[type=submit]").click()
     page.wait_for_url(base + path)
 
 
@@ -272,3 +275,94 @@ def test_a_pending_task_is_moved_to_the_front_of_its_queue(clearml_server, live_
     expect(rows.nth(0)).to_contain_text(f"{queue} second")
     shot(page, "queue-reordered")
     assert [entry.task for entry in client.queues.get_by_id(queue=queue_id).entries] == tasks[::-1]
+
+
+def users_cli(clearml_server, *args: str, password: str = "") -> None:
+    env = {**os.environ, "LOCALSERVER_PASSWORD": password}
+    command = [sys.executable, "-m", "localserver", "users", *args, "--data-dir", str(clearml_server.data_dir)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def raw_login(clearml_server, access_key: str, secret_key: str) -> requests.Response:
+    return requests.get(f"{clearml_server.api_url}/auth.login", auth=(access_key, secret_key), timeout=10)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_user_added_by_the_cli_signs_in_creates_credentials_and_owns_what_they_run(
+    clearml_server, live_ui, browser_page, start_agent, tmp_path
+):
+    base, page = live_ui.base_url, browser_page
+    name, password = f"carol-{uuid.uuid4().hex[:6]}", "carol's long password"
+    users_cli(clearml_server, "add", name, password=password)
+
+    page.goto(f"{base}/projects")
+    page.fill("#password-sign-in input[name=name]", name)
+    page.fill("#password-sign-in input[name=password]", password)
+    page.click("#password-sign-in button[type=submit]")
+    page.wait_for_url(f"{base}/projects")
+    expect(page.locator("#signed-in-user")).to_have_text(name)
+    page.click("#signed-in-user")
+    page.fill("#create-pair input[name=label]", "browser test")
+    page.click("#create-pair button")
+    expect(page.locator("#new-pair")).to_contain_text("shown only this once")
+    access_key = page.locator("#new-access-key").inner_text()
+    secret_key = page.locator("#new-secret-key").inner_text()
+    config_file = tmp_path / "carol.conf"
+    config_file.write_text(page.locator("#new-config").inner_text())
+    shot(page, "settings-new-pair")
+
+    # The SDK with nothing but that clearml.conf runs as the user; an agent with the server's keys runs
+    # what the user enqueued, which stays theirs.
+    project, queue = f"owned-{uuid.uuid4().hex[:6]}", f"owned-{uuid.uuid4().hex[:6]}"
+    api().queues.create(name=queue)
+    for script in ("owned_task.py", "agent_body.py"):
+        shutil.copy(HERE / "scripts" / script, tmp_path / script)
+    user_env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_"))}
+    user_env.update(CLEARML_CONFIG_FILE=str(config_file), CLEARML_TASK_NO_REUSE="1")
+    result = run_in_own_group(
+        [sys.executable, str(tmp_path / "owned_task.py"), project, queue], env=user_env, timeout=180, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+    ids = dict(line.split()[:2] for line in result.stdout.splitlines() if line.startswith(("own ", "draft ")))
+    admin_token = raw_login(clearml_server, clearml_server.access_key, clearml_server.secret_key).json()
+    everyone = requests.post(
+        f"{clearml_server.api_url}/users.get_all",
+        json={"name": [name]},
+        headers={"Authorization": f"Bearer {admin_token['data']['token']}"},
+        timeout=10,
+    ).json()["data"]["users"]
+    (user_id,) = [user["id"] for user in everyone]
+    assert api().tasks.get_by_id(task=ids["own"]).user == user_id
+    start_agent(queue, poll_sec=0.5)
+
+    def ran() -> bool:
+        status = str(api().tasks.get_by_id(task=ids["draft"]).status)  # the SDK answers an enum
+        assert status not in ("failed", "stopped"), status
+        return status == "completed"
+
+    wait_until(ran, 180, "the agent to run the user's task")
+    assert api().tasks.get_by_id(task=ids["draft"]).user == user_id
+
+    page.goto(f"{base}/projects/*/tasks")
+    page.click("#my-tasks")
+    rows = page.locator("#tasks tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.locator("td.owner")).to_have_text([name, name])
+    expect(page.locator("#tasks")).to_contain_text("enqueued by a user")
+    shot(page, "my-tasks")
+
+    token = raw_login(clearml_server, access_key, secret_key).json()["data"]["token"]
+    page.goto(f"{base}/settings/workspace")
+    page.locator(f"tr[data-key='{access_key}'] button").click()
+    expect(page.locator("#pairs")).not_to_contain_text(access_key)
+    assert raw_login(clearml_server, access_key, secret_key).status_code == 401
+    with_token = requests.post(
+        f"{clearml_server.api_url}/tasks.get_all", json={}, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    assert with_token.status_code == 401
+
+    users_cli(clearml_server, "remove", name)
+    page.goto(f"{base}/projects")
+    assert page.url.startswith(f"{base}/login?next=")

@@ -33,13 +33,19 @@ class UIClient:
         self.server = server
         self.http = TestClient(Starlette(routes=routes(server, extensions)), follow_redirects=False)
 
-    def call(self, name: str, body: dict) -> dict:
-        return api.call(self.server, name, body, ADMIN_ID)
+    def call(self, name: str, body: dict, user: str = ADMIN_ID) -> dict:
+        return api.call(self.server, name, body, user)
 
     def sign_in(self) -> str:
         """Signs in; returns the session's CSRF token."""
         keys = {"access_key": self.server.access_key, "secret_key": self.server.secret_key}
         response = self.http.post("/login", data=keys)
+        assert response.status_code == 303, response.text
+        return self.csrf()
+
+    def sign_in_as(self, name: str, password: str) -> str:
+        """Signs in with a user name and password; returns the session's CSRF token."""
+        response = self.http.post("/login", data={"name": name, "password": password})
         assert response.status_code == 303, response.text
         return self.csrf()
 
