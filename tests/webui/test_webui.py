@@ -667,9 +667,11 @@ def test_pages_refuse_to_be_framed_and_to_run_inline_or_foreign_script(ui):
     assert policy["frame-ancestors"] == "'none'" and policy["script-src"] == "'self' 'unsafe-eval'"  # no inline
     assert policy["object-src"] == "'none'" and policy["base-uri"] == "'none'"
     ui.sign_in()
-    for path in ("/projects", f"/projects/*/tasks/{make_task(ui)}/execution", "/models", "/loop"):
+    error_page = "/projects/*/tasks/no-such-task/execution"
+    for path in ("/projects", f"/projects/*/tasks/{make_task(ui)}/execution", "/models", "/loop", error_page):
         page = ui.http.get(path).text
         assert re.findall(r"<script(?![^>]*\b(?:src|type=\"application/json\"))[^>]*>", page) == [], path
+        assert "javascript:" not in page and not re.search(r"\son[a-z]+=", page), path  # the policy refuses them
 
 
 def test_the_loop_page_is_an_extension_the_server_does_not_have_by_itself(tmp_path):

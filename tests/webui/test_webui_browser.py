@@ -18,6 +18,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from common.waiting import wait_until
 from devstack.processes import run_in_own_group
+from localserver.webui.tasks import TABS as TASK_TABS
 
 HERE = Path(__file__).parent
 PIPELINE_SCRIPTS = HERE.parent / "localserver" / "scripts"
@@ -255,6 +256,8 @@ def test_signed_out_redirect_and_forged_csrf_are_refused(clearml_server, live_ui
     page.click("#clone-form button")
     expect(page.locator("#error-message")).to_contain_text("CSRF")
     assert len(api().tasks.get_all(parent=draft.id)) == 0
+    page.click("#back")  # under the policy's script-src, from ui.js (a javascript: link would be refused)
+    page.wait_for_url(f"{base}/projects/*/tasks/{draft.id}/info-output")
 
 
 @pytest.mark.browser
@@ -366,3 +369,142 @@ def test_a_user_added_by_the_cli_signs_in_creates_credentials_and_owns_what_they
     users_cli(clearml_server, "remove", name)
     page.goto(f"{base}/projects")
     assert page.url.startswith(f"{base}/login?next=")
+
+
+# Markup and script in every field a client stores. The tripwires: a dialog (alert), a page error, and a CSP
+# violation report (markup that reached the page as markup would try to run and be refused).
+HOSTILE = "<img src=x onerror=alert(1)><script>alert(2)</script>\"'><b onmouseover=alert(3)>"
+HOSTILE_URLS = ("javascript:alert(4)", "data:text/html,<script>alert(5)</script>", " javascript:alert(6)")
+# Every attribute that holds a URL must resolve to http(s); no element may carry an inline event handler; the
+# only scripts without src are JSON data islands.
+UNSAFE_MARKUP = """() => {
+  const bad = [];
+  for (const el of document.querySelectorAll("*")) {
+    for (const attr of el.attributes) {
+      if (attr.name.toLowerCase().startsWith("on")) bad.push(`${el.tagName} ${attr.name}`);
+    }
+    for (const name of ["href", "src", "xlink:href", "action", "formaction", "srcset", "poster", "data"]) {
+      const value = el.getAttribute(name);
+      if (value === null || (el.tagName === "LINK" && el.rel === "icon" && value === "data:,")) continue;
+      let url;
+      try { url = new URL(value, document.baseURI); } catch (e) { url = {protocol: "unparsable"}; }
+      if (!["http:", "https:"].includes(url.protocol)) bad.push(`${el.tagName} ${name}=${value}`);
+    }
+  }
+  for (const script of document.scripts) {
+    if (!script.src && script.type !== "application/json") bad.push(`inline script ${script.textContent.slice(0, 80)}`);
+  }
+  return bad;
+}"""
+
+
+def store_hostile_values(tmp_path) -> dict:
+    """A task, a model, a dataset version and a queue with HOSTILE in every client-stored field."""
+    from clearml import Dataset, Task
+
+    suffix = uuid.uuid4().hex[:6]
+    project = f"hostile-{suffix} {HOSTILE}"
+    task = Task.init(project_name=project, task_name=f"task {HOSTILE}", reuse_last_task_id=False)
+    task.connect({f"param {HOSTILE}": HOSTILE}, name=f"section {HOSTILE}")
+    task.set_comment(HOSTILE)
+    task.add_tags([HOSTILE])
+    logger = task.get_logger()
+    logger.report_scalar(f"metric {HOSTILE}", f"variant {HOSTILE}", 1.0, iteration=0)
+    logger.report_single_value(f"single {HOSTILE}", 2.0)
+    logger.report_text(f"console {HOSTILE}")
+    link = '<a href="javascript:alert(7)">plot link</a>'
+    figure = {"data": [{"type": "bar", "x": [HOSTILE], "y": [1], "name": HOSTILE}], "layout": {"title": link + HOSTILE}}
+    logger.report_plotly(f"plot {HOSTILE}", f"series {HOSTILE}", figure=figure, iteration=0)
+    for index, url in enumerate(HOSTILE_URLS):
+        logger.report_image(f"debug {HOSTILE}", f"sample {index}", iteration=0, url=url)
+    logger.flush()
+    client = api()
+    client.tasks.add_or_update_artifacts(
+        task=task.id,
+        artifacts=[
+            {"key": f"artifact {i} {HOSTILE}", "type": HOSTILE, "uri": url} for i, url in enumerate(HOSTILE_URLS)
+        ],
+        force=True,
+    )
+    model = client.models.create(
+        name=f"model {HOSTILE}",
+        uri=HOSTILE_URLS[0],
+        comment=HOSTILE,
+        labels={HOSTILE: 0},
+        tags=[HOSTILE],
+        task=task.id,
+        project=task.project,
+        framework=HOSTILE,
+    ).id
+    client.models.add_or_update_metadata(model=model, metadata=[{"key": HOSTILE, "value": HOSTILE, "type": HOSTILE}])
+    task_id, project_id = task.id, task.project
+    task.close()
+    clone = client.tasks.clone(task=task_id, new_task_name=f"clone {HOSTILE}").id
+
+    folder = tmp_path / "hostile-files"
+    folder.mkdir()
+    (folder / f"file {HOSTILE}.txt".replace("/", "")).write_text(HOSTILE)
+    dataset = Dataset.create(dataset_name=f"dataset {HOSTILE}", dataset_project=project)
+    dataset.add_files(folder)
+    dataset.upload()
+    dataset.finalize()
+    client.queues.create(name=f"queue-{suffix} {HOSTILE}")
+    return {"task": task_id, "clone": clone, "project": project_id, "model": model, "dataset": dataset.id}
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_hostile_values_in_every_field_are_shown_as_text_on_every_page(clearml_server, live_ui, browser_page, tmp_path):
+    stored = store_hostile_values(tmp_path)
+    base, page = live_ui.base_url, browser_page
+    tripped: list[str] = []
+    page.add_init_script(
+        "document.addEventListener('securitypolicyviolation',"
+        " (e) => console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`));"
+    )
+    page.on("console", lambda message: tripped.append(message.text) if "CSP violation" in message.text else None)
+    page.on("pageerror", lambda error: tripped.append(f"page error: {error}"))
+    page.on("dialog", lambda dialog: (tripped.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+    sign_in(page, live_ui)
+    page.goto(f"{base}/settings/workspace")
+    page.fill("#create-pair input[name=label]", HOSTILE)
+    page.click("#create-pair button")
+
+    task_pages = [f"/projects/{stored['project']}/tasks/{stored['task']}/{tab}" for tab, _ in TASK_TABS]
+    pages = [
+        "/projects",
+        f"/projects/{stored['project']}/tasks",
+        *task_pages,
+        f"/compare?ids={stored['task']},{stored['clone']}",
+        "/models",
+        f"/models/{stored['model']}",
+        "/datasets",
+        f"/datasets/simple/{dataset_project(stored['dataset'])}",
+        f"/datasets/simple/{dataset_project(stored['dataset'])}/experiments/{stored['dataset']}",
+        "/workers-and-queues",
+        "/settings/workspace",
+    ]
+    links: set[str] = set()
+    for path in pages:
+        response = page.goto(base + path)
+        assert response.status == 200, path
+        page.wait_for_load_state("networkidle")
+        assert HOSTILE in page.locator("main").inner_text(), f"{path} does not show the stored value as text"
+        assert page.evaluate(UNSAFE_MARKUP) == [], path
+        hrefs = page.eval_on_selector_all(
+            "main a[href]", "links => links.map(a => new URL(a.getAttribute('href'), document.baseURI).href)"
+        )
+        links.update(href for href in hrefs if href.startswith(base))
+        shot(page, "hostile" + path.replace("/", "-").replace("?", "-"))
+    for link in sorted(links):  # every link those pages show, followed (downloads fetched, not rendered)
+        fetched = page.request.get(link)
+        assert fetched.status < 500, link
+        if fetched.headers.get("content-type", "").startswith("text/html"):
+            page.goto(link)
+            page.wait_for_load_state("networkidle")
+            assert page.evaluate(UNSAFE_MARKUP) == [], link
+    assert tripped == []
+
+
+def dataset_project(dataset_id: str) -> str:
+    return api().tasks.get_by_id(task=dataset_id).project

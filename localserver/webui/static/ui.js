@@ -168,3 +168,13 @@ window.addEventListener("load", () => {
   const start = {tasks: UI.pollTable, task: UI.taskPage, compare: UI.comparePage}[document.body.dataset.page];
   if (start) start();
 });
+
+// "Back" on error pages: a javascript: link would be inline script, which the policy refuses. Without a
+// page to go back to the link leads to the projects.
+document.addEventListener("click", (event) => {
+  const back = event.target.closest("a[data-back]");
+  if (back && history.length > 1) {
+    event.preventDefault();
+    history.back();
+  }
+});
