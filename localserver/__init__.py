@@ -7,6 +7,8 @@ Command line::
                                 [--task-timeout SEC]       # watchdog: fail in_progress tasks silent that long
                                 [limits, below]
     python -m localserver config --data-dir DIR [--port 8008] [--write clearml.conf]   # prints env exports
+    python -m localserver users add|passwd NAME --data-dir DIR [--password-file F]      # or LOCALSERVER_PASSWORD
+    python -m localserver users list|remove [NAME] --data-dir DIR                       # see localserver.users
 
 API and files share one port: ``http://HOST:PORT`` (any ``/vX.Y/`` prefix) and ``http://HOST:PORT/files``.
 Without explicit keys, keys are generated on first start and kept in the data dir; new keys revoke every token
@@ -36,14 +38,15 @@ oldest connection still sending headers is closed, else the new one: never a 503
 client address; then 429 with ``Retry-After``, which the SDK waits for). Tokens live at most 30 days
 (``expiration_sec`` is clamped; a non-numeric or non-finite one is 400).
 
-Data dir (0700): ``localserver.sqlite`` (0600, WAL; entities as JSON documents, events, queue entries, keys and
-the token signing secret), ``files/`` (the fileserver's objects), ``uploads-tmp/`` (uploads in progress, emptied
-at start, never served); ``start_server_process`` adds ``server.log`` and the ready file (0600).
+Data dir (0700): ``localserver.sqlite`` (0600, WAL; entities as JSON documents, events, queue entries, keys, the
+token signing secret, users with their password hashes and key pairs with their secrets' hashes), ``files/``
+(the fileserver's objects), ``uploads-tmp/`` (uploads in progress, emptied at start, never served);
+``start_server_process`` adds ``server.log`` and the ready file (0600).
 Errors always answer ``{"meta": ..., "data": {}}`` (the fileserver: ``{"error": ...}``), never a dropped socket:
 unknown endpoints are logged and answered 400; internal errors are logged with a traceback and an error id and
 answered 500 with the id only (500 is not among the codes the SDK retries or waits on: 502/503/509/429).
-Every other path is the web UI (``localserver.webui``): sign in with the access key and secret key; the links
-the SDK prints (``web_server`` is the API's own address) open their pages.
+Every other path is the web UI (``localserver.webui``): sign in with a user name and password, or a key pair;
+the links the SDK prints (``web_server`` is the API's own address) open their pages.
 """
 
 SERVER_VERSION = "2.0.0"
