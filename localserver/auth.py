@@ -2,7 +2,11 @@
 
 The server's own keys sign in as the administrator; the key pairs users create (:mod:`localserver.users`) as
 their user. A token names the key pair it was issued for, and a user's token is valid only while that pair is:
-revoking it, or removing the user, ends the token at its next request."""
+revoking it, or removing the user, ends the token at its next request.
+
+``auth.login`` guesses are throttled per client address only: no guess reaches a 256-bit secret, and a budget per
+access key would let anyone who saw a key in a log (the agent prints it) stall every process that signs in
+with it. The web UI's password sign-in is throttled per account as well (:mod:`localserver.webui`)."""
 
 from __future__ import annotations
 
