@@ -85,7 +85,8 @@ class Stack:
         # The secret stays in the 0600 client config rather than in the terminal's scrollback.
         log(
             f"web UI: {self.server.web_url} (sign in with access key {self.server.access_key} "
-            f"and the secret_key in {config})"
+            f"and the secret_key in {config}; add users with "
+            f"python -m localserver users add NAME --data-dir {server_dir})"
         )
 
     def start_agents(self) -> None:
