@@ -1,6 +1,7 @@
 """The whole loop in one command: server, agents, registered tasks, pipeline, trigger and app.
 
     python -m devstack run [--data-dir .data] [--server-port 8008] [--app-port 7860]
+                           [--clearml-serving [--serving-port 8080]]
 
 Uses the embedded server unless a real ClearML server is configured (CLEARML_API_HOST, CLEARML_CONFIG_FILE or
 ~/clearml.conf), in which case it changes nothing about the server and only starts local agents (unless
@@ -19,10 +20,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from classifier.samples import real_photos
 from common.waiting import wait_until
 from devstack.agents import AgentProcess, start_agent
+from devstack.clearml_serving import InferenceProcess, start_inference, wait_until_serving
 from devstack.processes import kill_tree
-from loop import datasets, registry, settings
+from loop import clearml_serving, datasets, registry, settings
 from loop.errors import StageError, exit_on_error
 
 # One machine, one server: the trigger looks for new dataset versions every 1.2 s (one query), so feedback starts
@@ -49,6 +52,7 @@ class Stack:
         self.server = None
         self.agents: list[AgentProcess] = []
         self.app: subprocess.Popen | None = None
+        self.inference: InferenceProcess | None = None
 
     def env(self) -> dict[str, str]:
         return {**os.environ, **self.client_env, "PYTHONUNBUFFERED": "1"}
@@ -131,7 +135,23 @@ class Stack:
             raise StageError(f"{error}; see {app_log}") from None
         log(f"app ready: {url}")
 
+    def start_clearml_serving(self, port: int) -> None:
+        """Set up the serving service, start its inference process and wait until `pets` answers a real photo
+        with the production model."""
+        service = clearml_serving.set_up()
+        log(f"clearml-serving service {service.id}: endpoint {service.endpoint}")
+        self.inference = start_inference(self.client_env, service.id, port, self.data_dir / "clearml-serving")
+        log(f"starting clearml-serving's inference service on 127.0.0.1:{port} (log: {self.inference.log_path})")
+        photo = real_photos()[0][0].read_bytes()
+        try:
+            wait_until_serving(self.inference, photo, timeout=180)
+        except (TimeoutError, RuntimeError) as error:
+            raise StageError(str(error)) from None
+        log(f"clearml-serving ready: {self.inference.url()}")
+
     def stop(self) -> None:
+        if self.inference is not None:
+            self.inference.stop()
         if self.app is not None:
             kill_tree(self.app.pid)
         for agent in self.agents:
@@ -186,12 +206,16 @@ def run(args: argparse.Namespace) -> None:
             model = wait_for_production(args.first_run_timeout)
         log(f"production model: {model.id}")
         stack.start_app(args.app_port, ["--project", settings.PROJECT])
+        if args.clearml_serving:
+            stack.start_clearml_serving(args.serving_port)
         log("the loop is running: predict and correct at the app; feedback versions trigger retraining.")
         log("Ctrl-C stops everything.")
         while True:
             time.sleep(2)
             if stack.app is not None and stack.app.poll() is not None:
                 raise StageError(f"the app exited with code {stack.app.returncode}; see {data_dir / 'app.log'}")
+            if stack.inference is not None and stack.inference.process.poll() is not None:
+                raise StageError(f"clearml-serving exited; see {stack.inference.log_path}")
             for agent in stack.agents:
                 if not agent.alive():
                     raise StageError(f"agent {agent.worker_id} exited; see {agent.log_path}")
@@ -213,5 +237,9 @@ def main(argv: list[str] | None = None) -> None:
     run_parser.add_argument("--no-agents", dest="agents", action="store_false", help="use agents you run yourself")
     run_parser.add_argument("--trigger-poll-minutes", type=float, default=TRIGGER_POLL_MINUTES)
     run_parser.add_argument("--first-run-timeout", type=float, default=1800, help="seconds")
+    run_parser.add_argument(
+        "--clearml-serving", action="store_true", help="also serve production with clearml-serving's inference service"
+    )
+    run_parser.add_argument("--serving-port", type=int, default=8080, help="of clearml-serving (127.0.0.1)")
     args = parser.parse_args(argv)
     run(args)

@@ -1,4 +1,5 @@
-"""Issue 6: a fresh clone, `make run` in the background, a prediction through the app, Ctrl-C, nothing left."""
+"""Issue 6: a fresh clone, `make run` in the background (with clearml-serving), a prediction through the app and
+one through clearml-serving, Ctrl-C, nothing left."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from gradio_client import Client, handle_file
 
 from classifier.synthetic import make_image
 from common.waiting import wait_until
+from devstack.clearml_serving import OCTET_STREAM
 from devstack.processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -41,14 +43,17 @@ def test_make_run_serves_a_production_model_and_stops_cleanly_on_ctrl_c(tmp_path
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_"))}
     # The clone runs with the test's already-installed virtualenv; its own code comes first on the path.
     env.update(HOME=str(home), PYTHONPATH=str(clone))
-    server_port, app_port = free_port(), free_port()
+    server_port, app_port, serving_port = free_port(), free_port(), free_port()
     venv = Path(sys.executable).parent.parent
     up_to_date = subprocess.run(["make", "-q", "install", f"VENV={venv}"], cwd=clone, env=env)
     # Otherwise `make run` would reinstall into the test's own virtualenv, pointing it at the temporary clone.
     assert up_to_date.returncode == 0, f"{venv} is not installed by `make install`: run it first"
     output = (tmp_path / "make-run.log").open("wb")
     make = subprocess.Popen(
-        ["make", "run", f"VENV={venv}", f"ARGS=--server-port {server_port} --app-port {app_port}"],
+        [
+            *("make", "run", f"VENV={venv}"),
+            f"ARGS=--server-port {server_port} --app-port {app_port} --clearml-serving --serving-port {serving_port}",
+        ],
         cwd=clone,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -64,9 +69,9 @@ def test_make_run_serves_a_production_model_and_stops_cleanly_on_ctrl_c(tmp_path
             nonlocal seen
             assert make.poll() is None, f"make run exited early:\n{log.read_text(errors='replace')[-5000:]}"
             seen |= descendants(make.pid)
-            return "app ready" in log.read_text(errors="replace")
+            return "clearml-serving ready" in log.read_text(errors="replace")
 
-        wait_until(app_ready, STARTUP_TIMEOUT_S, "make run to start the app", interval=2)
+        wait_until(app_ready, STARTUP_TIMEOUT_S, "make run to start the app and clearml-serving", interval=2)
         seen |= descendants(make.pid)
         assert "production model:" in log.read_text()
         assert f"web UI: http://127.0.0.1:{server_port} (sign in with access key" in log.read_text()
@@ -81,6 +86,11 @@ def test_make_run_serves_a_production_model_and_stops_cleanly_on_ctrl_c(tmp_path
         )
         assert {entry["label"] for entry in label["confidences"]} >= {"cat", "dog"}
         assert latency_ms > 0
+        endpoint = f"http://127.0.0.1:{serving_port}/serve/pets"
+        assert f"clearml-serving ready: {endpoint}" in log.read_text()
+        answer = requests.post(endpoint, data=image.read_bytes(), headers=OCTET_STREAM, timeout=30).json()
+        production = log.read_text().split("production model: ")[1].split()[0]
+        assert answer["model_id"] == production and set(answer["probabilities"]) >= {"cat", "dog"}
         seen |= descendants(make.pid)
     finally:
         os.killpg(make.pid, signal.SIGINT)
