@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from app.config import AppConfig
 from app.feedback_store import FeedbackStore
 from app.guard import Access, LabelPolicy, RateLimiter, client_id
+from app.metrics import AppMetrics, RequestMetrics
 from app.model_holder import ModelHolder, ServedModel
 from app.publisher import AutoPublisher, Publisher
 from app.quality import PredictionLog, QualityThreshold
@@ -58,8 +59,10 @@ class App:
         auto_publisher: AutoPublisher,
         watcher: RegistryWatcher | None,
         ui: ClassifierUI,
+        metrics: AppMetrics,
     ):
         self.config, self.login = config, login
+        self.metrics = metrics
         self.service, self.publisher, self.auto_publisher = service, publisher, auto_publisher
         self.watcher, self.ui = watcher, ui
         self.reporter = None  # the serving task's reporter, made by `start()` when `report_interval` > 0
@@ -205,6 +208,8 @@ class App:
             redoc_url=None,
             lifespan=lifespan,
         )
+        asgi.add_middleware(RequestMetrics, metrics=self.metrics)
+        asgi.add_route("/metrics", self.metrics.endpoint, methods=["GET"], include_in_schema=False)
         RestApi(
             self.service,
             login=self.login,
@@ -268,14 +273,17 @@ def create_app(config: AppConfig, login: Login | None, *, model: ServedModel | N
         single_thread_workers=config.cpu_workers,
         name=INFERENCE_THREADS,
     )
+    prediction_log = PredictionLog(config.data_dir / "quality.sqlite3")
+    metrics = AppMetrics(holder, prediction_log)
     service = ClassifierService(
         holder,
         store,
         limits,
         guards=guards,
-        log=PredictionLog(config.data_dir / "quality.sqlite3"),
+        log=prediction_log,
         review=review,
         inference=inference,
+        on_prediction=lambda prediction: metrics.predicted(prediction.model_id, prediction.top),
     )
     publisher = Publisher(store, config.dataset_project, config.dataset_name, output_uri=config.output_uri)
     auto_publisher = AutoPublisher(publisher, config.publish_every_n, config.publish_every_minutes)
@@ -291,7 +299,14 @@ def create_app(config: AppConfig, login: Login | None, *, model: ServedModel | N
         threshold=QualityThreshold(config.quality_threshold, config.quality_window, config.quality_min_feedback),
     )
     return App(
-        config, login, service=service, publisher=publisher, auto_publisher=auto_publisher, watcher=watcher, ui=ui
+        config,
+        login,
+        service=service,
+        publisher=publisher,
+        auto_publisher=auto_publisher,
+        watcher=watcher,
+        ui=ui,
+        metrics=metrics,
     )
 
 

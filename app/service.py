@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -82,6 +83,7 @@ class ClassifierService:
         log: PredictionLog | None = None,
         review: ReviewQueue | None = None,
         inference: InferenceWorkers | None = None,
+        on_prediction: Callable[[Prediction], None] | None = None,
     ):
         self.holder = holder
         self.store = store
@@ -90,6 +92,7 @@ class ClassifierService:
         self.log = log
         self.review = review  # None: uploads are not kept (no consent)
         self.inference = inference or InferenceWorkers()  # run every forward, batching concurrent requests
+        self.on_prediction = on_prediction  # e.g. the app's Prometheus counters
         self.budget = MemoryBudget(limits.decode_budget_bytes)
         self._recent: OrderedDict[int, Prediction] = OrderedDict()  # by log id, for feedback that names one
         self._recent_lock = threading.Lock()
@@ -177,6 +180,8 @@ class ClassifierService:
             id=prediction_id,
         )
         self._remember(prediction)
+        if self.on_prediction is not None:
+            self.on_prediction(prediction)
         if self.review is not None:
             self.review.offer(
                 data,

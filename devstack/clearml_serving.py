@@ -16,6 +16,7 @@ import requests
 from common.waiting import wait_until
 from devstack.processes import independent_environ
 from loop import clearml_serving
+from serving import metrics
 
 # clearml-serving polls its service task every CLEARML_SERVING_POLL_FREQ minutes (default 5): 3 s here, so a
 # promotion reaches the endpoint within seconds.
@@ -56,9 +57,11 @@ def start_inference(
     work_dir: str | os.PathLike,
     project: str | None = None,
     poll_minutes: float = DEFAULT_POLL_MINUTES,
+    metrics_port: int | None = None,
 ) -> InferenceProcess:
     """Start the inference service of ``service_id`` on 127.0.0.1:``port``; its log is ``work_dir/serving.log``.
-    ``project``: the loop's project, whose production model `serving.preload` follows."""
+    ``project``: the loop's project, whose production model `serving.production` follows; ``metrics_port``: where
+    `serving.metrics` serves Prometheus metrics (127.0.0.1)."""
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     env = independent_environ()
@@ -71,6 +74,8 @@ def start_inference(
     )
     if project:
         env["CLASSIFIER_PROJECT"] = project
+    if metrics_port:
+        env[metrics.PORT_ENV] = str(metrics_port)
     log_path = work_dir / "serving.log"
     command = [sys.executable, "-m", "uvicorn", "clearml_serving.serving.main:app", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--no-access-log"]

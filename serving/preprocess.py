@@ -3,7 +3,9 @@
 `serving.production` follows; classes and preprocessing come from the model's checkpoint, so a grown class set
 needs no change here. This repository is installed where the inference service runs."""
 
-from serving import engine
+import time
+
+from serving import engine, metrics
 from serving.production import FOLLOWER
 
 
@@ -12,14 +14,24 @@ class Preprocess:
         self.model_endpoint = None  # set by clearml-serving before load()
 
     def load(self, local_file_name: str):
+        metrics.start_exporter()
         FOLLOWER.start(self.model_endpoint.model_id, local_file_name)
 
     def preprocess(self, body, state: dict, collect_custom_statistics_fn=None):
-        return engine.decode(body)
+        state["started"] = time.perf_counter()
+        try:
+            return engine.decode(body)
+        except ValueError:
+            metrics.REQUESTS.labels("refused").inc()
+            raise
 
     def process(self, data, state: dict, collect_custom_statistics_fn=None) -> dict:
         model_id, predictor = FOLLOWER.current()  # one snapshot: a swap from here on does not change this answer
-        return engine.answer(predictor, model_id, data)
+        answer = engine.answer(predictor, model_id, data)
+        metrics.INFERENCE.observe(time.perf_counter() - state["started"])
+        metrics.REQUESTS.labels("answered").inc()
+        metrics.PREDICTIONS.labels(model_id, answer["label"]).inc()
+        return answer
 
     def postprocess(self, data: dict, state: dict, collect_custom_statistics_fn=None) -> dict:
         return data

@@ -16,7 +16,7 @@ import time
 
 from classifier.predict import Predictor
 from loop import registry
-from serving import engine
+from serving import engine, metrics
 
 log = logging.getLogger(__name__)
 POLL_ENV = "CLASSIFIER_SERVING_POLL_SEC"
@@ -39,6 +39,7 @@ class ProductionFollower:
         with self._lock:
             if self._current is None:
                 self._current = (model_id, engine.MODELS.get(model_id, weights))
+                metrics.serving_model(model_id, None)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._follow, name="pets-production", daemon=True)
                 self._thread.start()
@@ -49,7 +50,9 @@ class ProductionFollower:
         if production is None or (self._current and self._current[0] == production.id):
             return False
         predictor = engine.MODELS.get(production.id, registry.download_model(production.id))
+        previous = self._current[0] if self._current else None
         self._current = (production.id, predictor)  # one assignment: a request sees the old pair or the new
+        metrics.serving_model(production.id, previous)
         log.info("now serving production model %s", production.id)
         return True
 

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import requests
 from app_testing import register_model
+from prometheus_client.parser import text_string_to_metric_families
 
 from classifier.samples import real_photos
 from common.waiting import wait_until
@@ -63,7 +64,10 @@ def test_clearml_serving_follows_production_through_promotion_and_rollback(
     service = clearml_serving.set_up(name=f"serving-{uuid.uuid4().hex[:6]}", project=project)
     assert service.production_model_id == first
     photo, label = next((path, label) for path, label in real_photos() if label in ("cat", "dog"))
-    inference = start_inference(clearml_env, service.id, free_port(), tmp_path / "serving", project=project)
+    metrics_port = free_port()
+    inference = start_inference(
+        clearml_env, service.id, free_port(), tmp_path / "serving", project=project, metrics_port=metrics_port
+    )
     try:
         answer = wait_until_serving(inference, photo.read_bytes())
         assert (answer["model_id"], answer["label"], set(answer["probabilities"])) == (first, label, {"cat", "dog"})
@@ -92,6 +96,16 @@ def test_clearml_serving_follows_production_through_promotion_and_rollback(
         assert statuses == {200}
         assert load.classes == {first: {"cat", "dog"}, second: {"cat", "dog", "rabbit"}}  # a grown class set
         assert worst <= MAX_SWAP_LATENCY_S
+        scraped = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(requests.get(f"http://127.0.0.1:{metrics_port}/").text)
+            for sample in family.samples
+        }
+        answered = sum(model == second for _, _, model, _ in load.answers)
+        assert scraped[("classifier_serving_predictions_total", (("label", label), ("model_id", second)))] == answered
+        assert scraped[("classifier_serving_requests_total", (("outcome", "refused"),))] == 1
+        assert scraped[("classifier_serving_model", (("model_id", first),))] == 1
+        assert ("classifier_serving_model", (("model_id", second),)) not in scraped
         log = inference.log_text()
         assert "Exception occurred in monitoring thread" not in log and "ZeroDivisionError" not in log
     finally:
