@@ -209,13 +209,13 @@ class App:
             lifespan=lifespan,
         )
         asgi.add_middleware(RequestMetrics, metrics=self.metrics)
-        asgi.add_route("/metrics", self.metrics.endpoint, methods=["GET"], include_in_schema=False)
         RestApi(
             self.service,
             login=self.login,
             concurrency=config.concurrency,
             client_of=_rest_client,
             body_budget_bytes=int(config.request_memory_mb * 2**20),
+            metrics=self.metrics.text,
         ).install(asgi)
         blocks = self.ui.build()
         blocks.queue(default_concurrency_limit=config.concurrency)

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the app at `GET /metrics` (prometheus-client's text format), for a cluster to scrape.
+"""Prometheus metrics of the app at `GET /metrics` (prometheus-client's text format, behind the app's login when
+one is configured), for a cluster to scrape.
 
 - `classifier_app_requests_total{route,method,status}` and `classifier_app_request_seconds{route}`: every HTTP
   request, by its route template (`/api/v1/predict`, Gradio's own routes; `other` for paths no route matched),
@@ -14,10 +15,8 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
-from starlette.requests import Request
-from starlette.responses import Response
 
 from app.model_holder import ModelHolder
 from app.quality import PredictionLog
@@ -42,8 +41,9 @@ class AppMetrics:
     def predicted(self, model_id: str, label: str) -> None:
         self.predictions.labels(model_id, label).inc()
 
-    async def endpoint(self, request: Request) -> Response:
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+    def text(self) -> bytes:
+        """The Prometheus text format of every metric (what `GET /metrics` answers)."""
+        return generate_latest(self.registry)
 
 
 class RequestMetrics:

@@ -18,8 +18,9 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -116,8 +117,10 @@ class RestApi:
         concurrency: int,
         client_of: Callable[[Request, str | None], str],
         body_budget_bytes: int = 256 * 2**20,
+        metrics: Callable[[], bytes] | None = None,
     ):
         self.service = service
+        self.metrics = metrics  # the Prometheus text of GET /metrics
         self.bodies = BodyBudget(body_budget_bytes)
         self.login = login
         self.client_of = client_of
@@ -182,6 +185,13 @@ class RestApi:
             if log is None:
                 return {"models": []}
             return {"models": [to_json(log.quality(model_id)) for model_id in log.models()]}
+
+        if self.metrics is not None:
+
+            @router.get("/metrics", include_in_schema=False)
+            def metrics(username: str | None = user) -> Response:
+                """Prometheus metrics (`app.metrics`); behind the login like every route but /healthz."""
+                return Response(self.metrics(), media_type=CONTENT_TYPE_LATEST)
 
         return router
 

@@ -109,6 +109,8 @@ def test_publish_needs_a_signed_in_user_when_a_login_is_configured(tmp_path, che
         assert Client(url, auth=("ann", "pw"), verbose=False).predict(api_name="/publish") == "Nothing to publish."
         assert httpx.get(f"{url}api/v1/model").status_code == 401
         assert httpx.get(f"{url}api/v1/model", auth=("ann", "pw")).status_code == 200
+        assert httpx.get(f"{url}metrics").status_code == 401
+        assert "classifier_app_requests_total" in httpx.get(f"{url}metrics", auth=("ann", "pw")).text
         assert httpx.get(f"{url}healthz").status_code == 200
     finally:
         server.close()
