@@ -4,7 +4,7 @@ Each template is a draft task in `<project>/templates` whose code is two lines t
 from the installed package, and whose `General` parameters are the stage's defaults. Running the command again
 updates the same templates in place (code and any new parameters; values edited in the UI are kept).
 
-    python -m tasks.register
+    python -m tasks.register [--base-docker IMAGE]
 """
 
 from __future__ import annotations
@@ -21,12 +21,20 @@ from tasks import STAGES
 TEMPLATE_TAG = "template"
 
 
-def register_templates() -> dict[str, str]:
+# Agent 3.0.3 passes CLEARML_AGENT_SKIP_PIP_VENV_INSTALL to a task's container but not
+# CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL: a template with a base docker image carries both, so its steps run on the
+# image's interpreter with what is installed there (deploy/Dockerfile sets the same).
+DOCKER_ARGUMENTS = (
+    "-e CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1 -e CLEARML_AGENT_SKIP_PIP_VENV_INSTALL=/usr/local/bin/python3"
+)
+
+
+def register_templates(base_docker: str = "") -> dict[str, str]:
     """Create or update the template of every stage; returns {stage: template task id}."""
-    return {name: register_template(importlib.import_module(f"tasks.{name}").STAGE) for name in STAGES}
+    return {name: register_template(importlib.import_module(f"tasks.{name}").STAGE, base_docker) for name in STAGES}
 
 
-def register_template(stage: stages.Stage) -> str:
+def register_template(stage: stages.Stage, base_docker: str = "") -> str:
     existing = stages.find_tasks(settings.TEMPLATE_PROJECT, stage.name, statuses=["created"])
     if existing:
         task = existing[0]
@@ -51,13 +59,22 @@ def register_template(stage: stages.Stage) -> str:
     for name, text in stage.parameter_help.items():
         key = f"{stages.PARAM_SECTION}/{name}"
         task.set_parameter(key, stored.get(key, stage.defaults[name]), description=text)
+    if base_docker:
+        task.set_base_docker(docker_image=base_docker, docker_arguments=DOCKER_ARGUMENTS)
     return task.id
 
 
 @exit_on_error
 def main(argv: list[str] | None = None) -> None:
-    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
-    for stage, task_id in register_templates().items():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--base-docker",
+        default="",
+        metavar="IMAGE",
+        help="run the steps in this image (clearml-agent --docker, the k8s glue), e.g. deploy/Dockerfile's",
+    )
+    args = parser.parse_args(argv)
+    for stage, task_id in register_templates(args.base_docker).items():
         print(f"template {settings.TEMPLATE_PROJECT}/{stage}: {task_id}")
 
 

@@ -242,3 +242,16 @@ def test_a_candidate_evaluated_against_an_older_production_model_is_evaluated_ag
     assert decision["compared_with"] == first.model_id and decision["promoted"]
     assert Model(model_id=second.model_id).get_metadata("compared_with") == first.model_id
     assert registry.production_model().id == second.model_id
+
+
+def test_templates_registered_with_a_base_docker_image_pass_the_skip_variables_to_its_container(env):
+    templates = register_stage.register_templates(base_docker="pets-loop:0.1.0")
+    try:
+        for template_id in templates.values():
+            container = Task.get_task(task_id=template_id).data.container
+            assert container["image"] == "pets-loop:0.1.0"
+            assert "-e CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1" in container["arguments"]
+            assert "-e CLEARML_AGENT_SKIP_PIP_VENV_INSTALL=/usr/local/bin/python3" in container["arguments"]
+    finally:  # the templates other tests clone run on agents without docker
+        for template_id in templates.values():
+            Task.get_task(task_id=template_id).set_base_docker(docker_image="", docker_arguments="")
