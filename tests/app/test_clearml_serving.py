@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import requests
 from app_testing import register_model
+from clearml.backend_api.session.client import APIClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from classifier.samples import real_photos
@@ -48,6 +49,10 @@ class Requests(threading.Thread):
 
     def first_answer_from(self, model_id: str, since: float) -> float | None:
         return next((sent for sent, _, model, _ in self.answers if model == model_id and sent >= since), None)
+
+
+def service_pinged_at(service_id: str) -> str:
+    return str(APIClient().tasks.get_by_id(task=service_id).last_update)
 
 
 def promote(model_id: str, project: str) -> None:
@@ -108,5 +113,8 @@ def test_clearml_serving_follows_production_through_promotion_and_rollback(
         assert ("classifier_serving_model", (("model_id", second),)) not in scraped
         log = inference.log_text()
         assert "Exception occurred in monitoring thread" not in log and "ZeroDivisionError" not in log
+        # The sync thread pings the service task every round: it is alive if the pings go on after the swaps.
+        pinged = service_pinged_at(service.id)
+        wait_until(lambda: service_pinged_at(service.id) > pinged, 30, "clearml-serving's sync thread to ping")
     finally:
         inference.stop()
