@@ -76,8 +76,20 @@ def _close_current_task() -> None:
         os.environ.pop(key, None)
 
 
+def _forget_recorded_exits() -> None:
+    """Once a task has started in this process, the SDK's exit hook replaces `sys.exit` and records every call
+    (from any thread) and every uncaught exception, and the process's later tasks then close as failed, without
+    their last events. Servers that tests start in threads call `sys.exit` when their start fails on purpose
+    (uvicorn: `sys.exit(3)`), so each test starts with nothing recorded."""
+    clearml = sys.modules.get("clearml")
+    hook = getattr(clearml.Task, "_Task__exit_hook", None) if clearml is not None else None
+    if hook is not None:
+        hook.exit_code = hook.exception = hook.signal = None
+
+
 @pytest.fixture(autouse=True)
 def _no_leftover_task():
+    _forget_recorded_exits()
     yield
     _close_current_task()
 

@@ -21,7 +21,9 @@ from devstack.clearml_serving import OCTET_STREAM, start_inference, wait_until_s
 from devstack.processes import free_port
 from loop import clearml_serving, registry
 
-MAX_SWAP_LATENCY_S = 1.0  # the bound: no request stalls past a second during a swap
+# clearml-serving holds every request of the process while it reloads its configuration: a swap must not need one.
+# (The latency across a swap is measured by benchmarks/clearml_serving.py.)
+RELOAD = "syncing model endpoint configuration"
 
 
 class Requests(threading.Thread):
@@ -80,6 +82,8 @@ def test_clearml_serving_follows_production_through_promotion_and_rollback(
         bad = requests.post(inference.url(), data=b"not an image", headers=OCTET_STREAM, timeout=30)
         assert bad.status_code == 422 and "not an image in a supported format" in bad.json()["detail"]
 
+        reloads = inference.log_text().count(RELOAD)
+        assert reloads >= 1  # the start-up sync: the message is what this check counts
         load = Requests(inference.url(), photo.read_bytes())
         load.start()
         second = register_model(checkpoints["three"], tmp_path, project, "second", [], published=False)
@@ -100,7 +104,7 @@ def test_clearml_serving_follows_production_through_promotion_and_rollback(
         print(f"{len(load.answers)} requests; promotion -> new model {swap:.1f} s; worst latency {worst:.2f} s")
         assert statuses == {200}
         assert load.classes == {first: {"cat", "dog"}, second: {"cat", "dog", "rabbit"}}  # a grown class set
-        assert worst <= MAX_SWAP_LATENCY_S
+        assert inference.log_text().count(RELOAD) == reloads
         scraped = {
             (sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(requests.get(f"http://127.0.0.1:{metrics_port}/").text)
