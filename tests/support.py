@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from pathlib import Path
 
 from clearml import Task
@@ -68,3 +69,41 @@ def assert_never_none_nor_two(samples: list[tuple[int, str | None]]) -> None:
     resolved = [model_id for _, model_id in samples]
     first_resolved = next(index for index, model_id in enumerate(resolved) if model_id)
     assert all(resolved[first_resolved:]), "a reader found no production model after the first promotion"
+
+
+class EndpointRequests(threading.Thread):
+    """Posts one image to a clearml-serving endpoint in a loop: (sent at, status, model id, latency) of each
+    answer, and the classes each model answered with."""
+
+    def __init__(self, url: str, image: bytes):
+        super().__init__(daemon=True)
+        self.url, self.image = url, image
+        self.answers: list[tuple[float, int, str | None, float]] = []
+        self.classes: dict[str, set[str]] = {}  # by model id
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        import requests
+
+        from devstack.clearml_serving import OCTET_STREAM
+
+        with requests.Session() as session:
+            while not self.stopped.is_set():
+                sent = time.monotonic()
+                try:
+                    response = session.post(self.url, data=self.image, headers=OCTET_STREAM, timeout=30)
+                    answer = response.json() if response.status_code == 200 else {}
+                    model, status = answer.get("model_id"), response.status_code
+                    self.classes.setdefault(model, set(answer.get("probabilities", ())))
+                except requests.RequestException:
+                    model, status = None, 0
+                self.answers.append((sent, status, model, time.monotonic() - sent))
+
+    def first_answer_from(self, model_id: str, since: float) -> float | None:
+        return next((sent for sent, _, model, _ in self.answers if model == model_id and sent >= since), None)
+
+    def stop(self) -> set[int]:
+        """Stop posting; the statuses of every answer."""
+        self.stopped.set()
+        self.join(30)
+        return {status for _, status, _, _ in self.answers}

@@ -4,7 +4,6 @@ rollback with no failed request, and its sync thread lives on."""
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from types import SimpleNamespace
@@ -20,37 +19,11 @@ from common.waiting import wait_until
 from devstack.clearml_serving import OCTET_STREAM, start_inference, wait_until_serving
 from devstack.processes import free_port
 from loop import clearml_serving, registry
+from tests.support import EndpointRequests
 
 # clearml-serving holds every request of the process while it reloads its configuration: a swap must not need one.
 # (The latency across a swap is measured by benchmarks/clearml_serving.py.)
 RELOAD = "syncing model endpoint configuration"
-
-
-class Requests(threading.Thread):
-    """Posts one image in a loop: (seconds since start, status, model id, latency) of every answer."""
-
-    def __init__(self, url: str, image: bytes):
-        super().__init__(daemon=True)
-        self.url, self.image = url, image
-        self.answers: list[tuple[float, int, str | None, float]] = []
-        self.classes: dict[str, set[str]] = {}  # by model id
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        with requests.Session() as session:
-            while not self.stopped.is_set():
-                sent = time.monotonic()
-                try:
-                    response = session.post(self.url, data=self.image, headers=OCTET_STREAM, timeout=30)
-                    answer = response.json() if response.status_code == 200 else {}
-                    model, status = answer.get("model_id"), response.status_code
-                    self.classes.setdefault(model, set(answer.get("probabilities", ())))
-                except requests.RequestException:
-                    model, status = None, 0
-                self.answers.append((sent, status, model, time.monotonic() - sent))
-
-    def first_answer_from(self, model_id: str, since: float) -> float | None:
-        return next((sent for sent, _, model, _ in self.answers if model == model_id and sent >= since), None)
 
 
 def service_pinged_at(service_id: str) -> str:
@@ -84,7 +57,7 @@ def test_clearml_serving_follows_production_through_promotion_and_rollback(
 
         reloads = inference.log_text().count(RELOAD)
         assert reloads >= 1  # the start-up sync: the message is what this check counts
-        load = Requests(inference.url(), photo.read_bytes())
+        load = EndpointRequests(inference.url(), photo.read_bytes())
         load.start()
         second = register_model(checkpoints["three"], tmp_path, project, "second", [], published=False)
         promoted = time.monotonic()
@@ -95,10 +68,7 @@ def test_clearml_serving_follows_production_through_promotion_and_rollback(
         wait_until(lambda: load.first_answer_from(first, rolled_back), 60, "the endpoint to answer after rollback")
         settled = rolled_back + 7  # two more rounds of clearml-serving's sync thread (every 3 s) after the swap
         wait_until(lambda: load.answers[-1][0] > settled, 30, "requests after two more sync rounds")
-        load.stopped.set()
-        load.join(30)
-
-        statuses = {status for _, status, _, _ in load.answers}
+        statuses = load.stop()
         worst = max(latency for *_, latency in load.answers)
         swap = load.first_answer_from(second, promoted) - promoted
         print(f"{len(load.answers)} requests; promotion -> new model {swap:.1f} s; worst latency {worst:.2f} s")

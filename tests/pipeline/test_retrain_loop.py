@@ -1,4 +1,5 @@
-"""End to end: dataset versions -> TriggerScheduler -> PipelineController on real agents -> production model.
+"""End to end: dataset versions -> TriggerScheduler -> PipelineController on real agents -> production model,
+and clearml-serving's endpoint following it through the pipeline's promotion and a rollback.
 
 Three real `clearml-agent` daemons in this Python environment: `services` (services mode: controllers),
 `default` (prepare/evaluate/register) and `gpu` (train). The scheduler's poll (`_step`) is called directly.
@@ -13,9 +14,12 @@ from pathlib import Path
 import pytest
 from clearml import Model, Task
 
+from classifier.samples import real_photos
 from common.waiting import wait_until
 from devstack import agents
-from loop import datasets, registry, sdk_private, settings, stages
+from devstack.clearml_serving import start_inference, wait_until_serving
+from devstack.processes import free_port
+from loop import clearml_serving, datasets, registry, sdk_private, settings, stages
 from pipelines import retrain
 from tasks import STAGES, register
 from tests import support
@@ -68,6 +72,17 @@ def scheduler(loop):
     return built
 
 
+@pytest.fixture(scope="module")
+def inference(loop, env, tmp_path_factory):
+    """clearml-serving's inference service on the loop's production model (ask for it once there is one)."""
+    service = clearml_serving.set_up()
+    started = start_inference(env, service.id, free_port(), tmp_path_factory.mktemp("serving"))
+    photo = real_photos()[0][0].read_bytes()
+    wait_until_serving(started, photo)
+    yield started, photo
+    started.stop()  # before the agents' fixture looks for leftover processes
+
+
 def wait_finished(task_id: str) -> str:
     return wait_until(
         lambda: (status := Task.get_task(task_id=task_id).status) in FINISHED and status,
@@ -103,7 +118,10 @@ def test_base_version_trains_the_first_production_model(loop):
     loop["first_production"] = production.id
 
 
-def test_a_version_with_a_new_class_triggers_one_run_that_grows_the_model(loop, scheduler):
+def test_a_version_with_a_new_class_triggers_one_run_that_grows_the_model(loop, scheduler, inference):
+    endpoint, photo = inference
+    load = support.EndpointRequests(endpoint.url(), photo)
+    load.start()
     assert not sdk_private.poll_triggers_once(scheduler), "no new version yet"
     child = new_version(loop, "rabbits", ["rabbit"], 0)
     assert sdk_private.poll_triggers_once(scheduler)
@@ -120,6 +138,10 @@ def test_a_version_with_a_new_class_triggers_one_run_that_grows_the_model(loop, 
     assert settings.PRODUCTION_TAG not in old.tags
     assert grown.metadata["dataset_id"] == child
     assert grown.metadata["parent_model_id"] == old.id
+    # clearml-serving answered across the pipeline's promotion, first with the old model, then with the grown one.
+    wait_until(lambda: load.first_answer_from(grown.id, 0), 60, "clearml-serving to answer with the grown model")
+    assert load.stop() == {200}
+    assert load.classes[old.id] == set(old.labels) and load.classes[grown.id] == set(grown.labels)
 
 
 def test_two_new_versions_start_two_runs_that_end_with_one_production_model(loop, scheduler):
@@ -191,7 +213,7 @@ def test_run_local_runs_the_controller_and_its_steps_in_local_processes(loop, en
     assert registry.production_model().metadata["dataset_id"] == newest
 
 
-def test_rollback_moves_production_to_the_previous_published_model(loop):
+def test_rollback_moves_production_to_the_previous_published_model(loop, inference):
     current = registry.production_model()
     published = [m for m in Model.query_models(project_name=settings.PROJECT, only_published=True)]
     old, new = registry.rollback()
@@ -199,6 +221,11 @@ def test_rollback_moves_production_to_the_previous_published_model(loop):
     assert new != old and new in {m.id for m in published}
     assert registry.production_model().id == new
     assert settings.PRODUCTION_TAG not in Model(model_id=old).tags
+    endpoint, photo = inference
+    load = support.EndpointRequests(endpoint.url(), photo)
+    load.start()
+    wait_until(lambda: load.first_answer_from(new, 0), 60, "clearml-serving to answer with the rolled-back model")
+    assert load.stop() == {200}
 
 
 def test_nothing_is_left_queued_or_running(loop):
