@@ -99,9 +99,9 @@ class _LiveCollector:
             labels=["model_id"],
         )
         for model_id in self.log.models()[:MAX_MODELS_REPORTED] if self.log is not None else []:
-            quality = self.log.quality(model_id)
-            feedback.add_metric([model_id], quality.agreement.feedback)
-            if quality.agreement.rate is not None:
-                agreement.add_metric([model_id], quality.agreement.rate)
+            agreed = self.log.agreement(model_id)  # one query, not the whole quality report
+            feedback.add_metric([model_id], agreed.feedback)
+            if agreed.rate is not None:
+                agreement.add_metric([model_id], agreed.rate)
         yield feedback
         yield agreement

@@ -137,6 +137,14 @@ class PredictionLog:
             rows = self._db.execute("SELECT model_id FROM predictions GROUP BY model_id ORDER BY MAX(id) DESC")
             return [row[0] for row in rows]
 
+    def agreement(self, model_id: str) -> Agreement:
+        """How many logged predictions of ``model_id`` got feedback, and how many of those it agreed with."""
+        with self._lock:
+            return self._agreement(model_id)
+
+    def _agreement(self, model_id: str) -> Agreement:
+        return _agreement(self._db.execute(f"SELECT COUNT(*), SUM(label = top) {_LABELLED}", (model_id,)).fetchone())
+
     def quality(self, model_id: str, *, bucket_s: float = 3600.0, window: int = 50) -> ModelQuality:
         with self._lock:
             query = self._db.execute
@@ -148,8 +156,8 @@ class PredictionLog:
                 (CONFIDENCE_BINS, CONFIDENCE_BINS - 1, model_id),
             ):
                 histogram[bin_index] = number
-            labelled = "FROM predictions WHERE model_id = ? AND label IS NOT NULL"
-            total = _agreement(query(f"SELECT COUNT(*), SUM(label = top) {labelled}", (model_id,)).fetchone())
+            labelled = _LABELLED
+            total = self._agreement(model_id)
             per_class = {
                 row[0]: _agreement(row[1:])
                 for row in query(f"SELECT label, COUNT(*), SUM(label = top) {labelled} GROUP BY label", (model_id,))
@@ -174,6 +182,9 @@ class PredictionLog:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+_LABELLED = "FROM predictions WHERE model_id = ? AND label IS NOT NULL"
 
 
 def _agreement(row) -> Agreement:

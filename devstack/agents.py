@@ -13,18 +13,15 @@ process group (the daemon and the tasks it started) and waits for it.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from common.waiting import wait_until
-from devstack.processes import independent_environ, run_in_own_group
+from devstack.processes import GroupProcess, independent_environ, run_in_own_group
 
 # How often an agent asks its queue for work: every step of a pipeline run waits for it once. A queue poll is one
 # cheap call; clearml-agent's own default (5 s) would add seconds to each step.
@@ -32,40 +29,12 @@ DEFAULT_POLL_SECONDS = 0.25
 
 
 @dataclass
-class AgentProcess:
-    process: subprocess.Popen
-    queue: str
-    worker_id: str
-    log_path: Path
-    home: Path
-    pid: int = field(init=False)
+class AgentProcess(GroupProcess):
+    """An agent daemon; :meth:`stop` kills it with the tasks it runs (its process group)."""
 
-    def __post_init__(self) -> None:
-        self.pid = self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, timeout: float = 10) -> None:
-        """SIGKILL the agent's process group (daemon plus the tasks it runs) and wait until it is gone."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self.process.wait(timeout)
-        with contextlib.suppress(TimeoutError):  # a member stuck in the kernel (D state) is not waited for longer
-            wait_until(lambda: not _group_alive(self.pid), timeout, "the agent's process group to end", 0.05)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    queue: str = ""
+    worker_id: str = ""
+    home: Path = Path()
 
 
 def agent_env(
@@ -127,7 +96,7 @@ def start_agent(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return AgentProcess(process, " ".join(queues), worker_id, log_path, home)
+    return AgentProcess(process, log_path, queue=" ".join(queues), worker_id=worker_id, home=home)
 
 
 def execute_task(

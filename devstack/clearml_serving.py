@@ -3,18 +3,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
 from common.waiting import wait_until
-from devstack.processes import independent_environ
+from devstack.processes import GroupProcess, independent_environ
 from loop import clearml_serving
 from serving import metrics
 
@@ -24,14 +22,10 @@ DEFAULT_POLL_MINUTES = 0.05
 
 
 @dataclass
-class InferenceProcess:
-    process: subprocess.Popen
-    port: int
-    log_path: Path
-    pid: int = field(init=False)
+class InferenceProcess(GroupProcess):
+    """clearml-serving's inference service; :meth:`stop` kills uvicorn with the SDK's helpers (its group)."""
 
-    def __post_init__(self) -> None:
-        self.pid = self.process.pid
+    port: int = 0
 
     @property
     def base_url(self) -> str:
@@ -39,15 +33,6 @@ class InferenceProcess:
 
     def url(self, endpoint: str = clearml_serving.ENDPOINT) -> str:
         return f"{self.base_url}/{endpoint}"
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, timeout: float = 10) -> None:
-        """SIGKILL its process group (uvicorn and the SDK's helpers) and wait for it."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self.process.wait(timeout)
 
 
 def start_inference(
@@ -89,7 +74,7 @@ def start_inference(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return InferenceProcess(process, port, log_path)
+    return InferenceProcess(process, log_path, port=port)
 
 
 def wait_until_serving(inference: InferenceProcess, image: bytes, timeout: float = 120) -> dict:

@@ -12,9 +12,13 @@ import signal
 import socket
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import psutil
+
+from common.waiting import wait_until
 
 # Set by the SDK in a process that has a task, for its own children; an independent process must not inherit
 # them (it would attach to, or stub out, the parent's task).
@@ -29,6 +33,42 @@ PARENT_TASK_VARIABLES = (
 
 
 T = TypeVar("T")
+
+
+@dataclass
+class GroupProcess:
+    """A process started in a group of its own (``start_new_session=True``) with its output in ``log_path``;
+    :meth:`stop` SIGKILLs the whole group and waits until it is gone."""
+
+    process: subprocess.Popen
+    log_path: Path
+    pid: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pid = self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 10) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.process.wait(timeout)
+        with contextlib.suppress(TimeoutError):  # a member stuck in the kernel (D state) is not waited for longer
+            wait_until(lambda: not _group_alive(self.pid), timeout, "the process group to end", 0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def free_port() -> int:

@@ -148,9 +148,9 @@ def create_credentials(store: Store, user_id: str, label: str = "") -> dict:
         raise UserError(f"A user has at most {MAX_CREDENTIALS_PER_USER} key pairs; revoke one first.")
     access_key = secrets.token_hex(12).upper()
     secret_key = secrets.token_urlsafe(32)
+    secret = secret_hash(secret_key)
     store.add_credential(
-        {"access_key": access_key, "secret_hash": secret_hash(secret_key), "user": user_id, "label": label}
-        | {"created": now()}
+        {"access_key": access_key, "secret_hash": secret, "user": user_id, "label": label, "created": now()}
     )
     return {"access_key": access_key, "secret_key": secret_key, "label": label}
 
