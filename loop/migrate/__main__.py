@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     if source_end.api == target_end.api:
         raise StageError(f"--from and --to name the same server ({source_end.api})")
     id_map = args.id_map or default_id_map(target_end.config)
+    if args.dry_run and not id_map.exists():
+        id_map = Path(":memory:")  # a dry run leaves nothing behind
     try:
         ids = IdMap(id_map, source_end.api, target_end.api)
     except ValueError as error:

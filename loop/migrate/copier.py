@@ -4,16 +4,19 @@
 2. a shell for every task, oldest first (the target stamps creation times, and the loop orders versions and
    models by them), in the hidden project `.migration-incomplete`, so that every task id has its copy's id
    before anything that names one is written (a pipeline controller names steps created after it);
-3. the models, oldest first: weights re-uploaded, then created whole (labels, tags, metadata, task, ready);
+3. the models, oldest first: each created with its re-uploaded weights in the hidden project, then, once every
+   model has its copy (a rolled-back model's metadata names the newer one), placed with its metadata, project,
+   tags and published state;
 4. each task's content: fields, events (streamed a page at a time), artifacts (files re-uploaded), and only
    then its project, system tags and status, as the server refuses events for a published task.
 
 A task counts as copied only once the last step has been recorded in the id map; an interrupted copy is done
 again from its start (its events deleted first) and until then sits in the hidden project, invisible to the
-SDK's queries. Running tasks arrive stopped, queued ones as drafts; the trigger scheduler's state artifact is
-left behind (its `last_update` would make every migrated dataset version start a retrain), and the promotion
-lock projects too. Owners and creation times are the target's own: the public API sets them from the
-credentials and the clock of the copy.
+SDK's queries; the project goes, with anything a killed run created but did not record, once all is copied.
+Running tasks arrive stopped, queued ones as drafts; the trigger scheduler's state artifact is left behind (its
+`last_update` would make every migrated dataset version start a retrain), and the promotion lock projects too.
+Owners and creation times are the target's own: the public API sets them from the credentials and the clock of
+the copy.
 """
 
 from __future__ import annotations
@@ -74,6 +77,9 @@ STATUS_CALLS = {
     "closed": ["started", "stopped", "close"],
     "published": ["started", "completed", "publish"],
 }
+# A model is created with what it is (weights, task, labels), and placed once every model exists.
+MODEL_FIELDS = ("framework", "design", "labels", "task", "comment")
+PLACED_MODEL_FIELDS = ("project", "parent", "tags", "system_tags")
 SCHEDULER_STATE_PREVIEW = "scheduler internal state"  # the SDK's mark on a TriggerScheduler's state artifact
 # What `tasks.edit` copies as it is (translated), besides execution and output destination.
 TASK_FIELDS = ("name", "type", "comment", "tags", "parent", "script", "hyperparams", "configuration")
@@ -217,11 +223,13 @@ class Migration:
             staging = self._staging_project()
             self.create_shells(inventory.tasks, staging)
         with timed("models"):
-            self.copy_models(list(self.models(inventory)))
+            models = list(self.models(inventory))
+            self.copy_models(models, staging)
         with timed("tasks"):
             self.copy_tasks(inventory.tasks)
-        if all(self.ids.state(task["id"]) == DONE for task in inventory.tasks):
-            self.target.call("projects.delete", project=staging, force=True)
+        if all(self.ids.state(item["id"]) == DONE for item in inventory.tasks + models):
+            # With whatever an interrupted run created but could not record.
+            self.target.call("projects.delete", project=staging, force=True, delete_contents=True)
         return self.report
 
     def _bar(self, items: Sequence, kind: str) -> Iterator:
@@ -280,45 +288,44 @@ class Migration:
             if state is not None:
                 continue
             created = self._call(
-                "task", task, "tasks.create", name=task["name"] or "task", type=task["type"], project=staging
+                "task", task, "tasks.create", name=task["name"] or "task", type=task["type"], **_staged(task, staging)
             )
             self.ids.record("tasks", task["id"], created["id"], SHELL, task["name"])
 
-    def copy_models(self, models: list[dict]) -> None:
+    def copy_models(self, models: list[dict], staging: str) -> None:
+        """Two passes, as a model's metadata may name a newer model (a rollback names the model it rolled back
+        from): every model is created first, with its weights, in the hidden project; then each gets its
+        metadata, project, tags and published state."""
+        for model in self._bar(models, "model weights"):
+            if self.ids.state(model["id"]) is None:
+                self._model_step(model, self._create_model, staging)
         for model in self._bar(models, "models"):
-            if self._done("models", model["id"]):
-                continue
-            try:
-                self._copy_model(model)
-            except ServerError as error:
-                raise MigrationError(f"model {model['name']!r} ({model['id']}): {error}") from None
-            self.report.copied["models"] += 1
+            if not self._done("models", model["id"]):
+                self._model_step(model, self._place_model)
+                self.report.copied["models"] += 1
 
-    def _copy_model(self, model: dict) -> None:
-        half = self.ids.target(model["id"])
-        if half is not None:  # an interrupted copy: nothing names it yet, start again
-            self._delete_quietly("models.delete", model=half, force=True)
-            self.ids.forget(model["id"])
-        uri = model.get("uri") or ""
-        if uri:
-            uri = self._copy_file(uri, rewrite=False)
-        fields = {
-            key: model[key]
-            for key in ("comment", "tags", "system_tags", "framework", "design", "labels")
-            if model.get(key)
-        }
-        fields = self.translate.value(fields)
-        for key in ("task", "parent", "project"):
-            if model.get(key):
-                fields[key] = self.translate.text(model[key])
-        created = self.target.call(
-            "models.create", name=model["name"], uri=uri, ready=bool(model.get("ready")), **fields
-        )
+    def _model_step(self, model: dict, step, *args) -> None:
+        try:
+            step(model, *args)
+        except ServerError as error:
+            raise MigrationError(f"model {model['name']!r} ({model['id']}): {error}") from None
+
+    def _create_model(self, model: dict, staging: str) -> None:
+        uri = self._copy_file(model["uri"], rewrite=False) if model.get("uri") else ""
+        fields = self.translate.value({key: model[key] for key in MODEL_FIELDS if model.get(key)})
+        created = self.target.call("models.create", name=model["name"], uri=uri, **fields, **_staged(model, staging))
         self.ids.record("models", model["id"], created["id"], SHELL, model["name"])
+
+    def _place_model(self, model: dict) -> None:
+        target_id = self.ids.target(model["id"])
+        fields = self.translate.value({key: model[key] for key in PLACED_MODEL_FIELDS if model.get(key)})
+        self.target.call("models.edit", model=target_id, **fields)
         metadata = [self.translate.value(item) for item in (model.get("metadata") or {}).values()]
         if metadata:
-            self.target.call("models.add_or_update_metadata", model=created["id"], metadata=metadata)
-        self.ids.record("models", model["id"], created["id"], DONE, model["name"])
+            self.target.call("models.add_or_update_metadata", model=target_id, metadata=metadata)
+        if model.get("ready"):
+            self.target.call("models.set_ready", model=target_id, publish_task=False)
+        self.ids.record("models", model["id"], target_id, DONE, model["name"])
 
     def copy_tasks(self, tasks: list[dict]) -> None:
         for task in self._bar(tasks, "tasks"):
@@ -480,6 +487,11 @@ def is_scheduler_state(artifact: dict) -> bool:
 def is_text_artifact(artifact: dict) -> bool:
     """Whether an artifact's file is text to translate (a dict or string artifact, JSON or text content)."""
     return artifact.get("type") in ("dict", "string") or is_text((artifact.get("type_data") or {}).get("content_type"))
+
+
+def _staged(item: dict, staging: str) -> dict:
+    """Where a copy waits until complete: the hidden project, unless it belongs to none (it could not leave)."""
+    return {"project": staging} if item.get("project") else {}
 
 
 def _kind(task: dict) -> str:
