@@ -77,9 +77,10 @@ STATUS_CALLS = {
     "closed": ["started", "stopped", "close"],
     "published": ["started", "completed", "publish"],
 }
-# A model is created with what it is (weights, task, labels), and placed once every model exists.
-MODEL_FIELDS = ("framework", "design", "labels", "task", "comment")
-PLACED_MODEL_FIELDS = ("project", "parent", "tags", "system_tags")
+# A model is created with what it is (weights, task, labels) and placed once every model exists: its comment
+# and metadata may name a newer model.
+MODEL_FIELDS = ("framework", "design", "labels", "task")
+PLACED_MODEL_FIELDS = ("project", "parent", "tags", "system_tags", "comment")
 SCHEDULER_STATE_PREVIEW = "scheduler internal state"  # the SDK's mark on a TriggerScheduler's state artifact
 # What `tasks.edit` copies as it is (translated), besides execution and output destination.
 TASK_FIELDS = ("name", "type", "comment", "tags", "parent", "script", "hyperparams", "configuration")

@@ -139,23 +139,28 @@ class Reader:
             if raw.project not in names:
                 continue
             model = Model(model_id=raw.id)
-            data = model._get_model_data().to_dict()
             found[self.tr(raw.id)] = {
-                "name": data.get("name"),
-                "project": names.get(data.get("project")),
-                "task": self.tr(data.get("task")),
-                "tags": sorted(data.get("tags") or []),
-                "system_tags": sorted(data.get("system_tags") or []),
-                "ready": data.get("ready"),
-                "labels": data.get("labels"),
+                "name": model.name,
+                "project": names.get(model.project),
+                "task": self.tr(model.task),
+                "comment": self.tr(model.comment),
+                "tags": sorted(model.tags or []),
+                "system_tags": sorted(model.system_tags or []),
+                "ready": model.published,
+                "labels": model.labels,
                 "metadata": self.tr(model.get_all_metadata()),
                 "weights": _file_digest(model.url) if model.url else None,
             }
         return found
 
     def production(self) -> str | None:
-        from loop import registry
+        """The loop's production model, when its project is among those migrated."""
+        from loop import registry, settings
 
+        from .copier import wanted_project
+
+        if not wanted_project(settings.PROJECT, self.selection):
+            return None
         model = registry.production_model()
         return self.tr(model.id) if model else None
 

@@ -27,7 +27,7 @@ from devstack import agents
 from devstack.processes import free_port, independent_environ, run_in_own_group
 from localserver import start_server_process
 from localserver.limits import Limits
-from loop import registry, settings
+from loop import registry, settings, webpage
 from loop.migrate.__main__ import default_id_map
 from loop.migrate.copier import STAGING_PROJECT
 from loop.migrate.server import Endpoint, Server
@@ -47,7 +47,7 @@ class Side:
     def __init__(self, root: Path, name: str, limits: Limits | None = None):
         self.name = name
         self.data_dir = root / name
-        self.server = start_server_process(self.data_dir, port=0, limits=limits)
+        self.server = start_server_process(self.data_dir, port=0, limits=limits, web_extensions=[webpage.SPEC])
         self.config = self.server.write_client_config(root / f"{name}.conf")
         self.env = {**self.server.client_env(self.config), "CLEARML_TASK_NO_REUSE": "1"}
         self.api = Server(Endpoint.from_config(self.config))
@@ -55,7 +55,8 @@ class Side:
     def restart(self, limits: Limits | None = None) -> None:
         """The same server (data and port) started again, with `limits`."""
         self.server.stop()
-        self.server = start_server_process(self.data_dir, port=self.server.port, limits=limits)
+        port = self.server.port
+        self.server = start_server_process(self.data_dir, port=port, limits=limits, web_extensions=[webpage.SPEC])
         assert self.server.write_client_config(self.config) == self.config
 
     def tasks(self, **query) -> list[dict]:
@@ -74,6 +75,15 @@ class Side:
     def file_sha256(self, url: str) -> str:
         with tempfile.TemporaryFile() as handle:
             return self.api.download(url, handle)[1]
+
+    def web_ids(self, path: str) -> set[str]:
+        """The ids a web UI page names (signed in with the server's keys)."""
+        with requests.Session() as web:
+            keys = {"access_key": self.server.access_key, "secret_key": self.server.secret_key}
+            assert web.post(f"{self.server.api_url}/login", data=keys, timeout=30).ok
+            page = web.get(f"{self.server.api_url}{path}", timeout=30)
+        assert page.status_code == 200, page.text[:500]
+        return set(re.findall(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])", page.text))
 
     def stop(self) -> None:
         self.api.close()
@@ -179,14 +189,27 @@ def test_the_target_reads_as_the_source(source, target):
     assert not _has_project(target, f"{settings.PROJECT}/{registry.PROMOTION_LOCK}")
 
 
-def test_scalars_and_console_arrive_whole(source, target):
+def test_scalars_plots_and_console_arrive_whole(source, target):
     ids = ids_of(target)
-    (train,) = source.tasks(parent=source.history["runs"][0], name="^train$")
-    for event_type in ("training_stats_scalar", "log", "plot"):
-        mine = _events(source, train["id"], event_type)
-        theirs = _events(target, ids[train["id"]], event_type)
-        assert mine, f"the train step reported no {event_type}"
-        assert [_comparable(e) for e in mine] == [_comparable(e) for e in theirs]
+    seen = set()
+    for step in source.tasks(parent=source.history["runs"][0]):
+        for event_type in ("training_stats_scalar", "log", "plot"):
+            mine = _events(source, step["id"], event_type)
+            theirs = _events(target, ids[step["id"]], event_type)
+            assert [_comparable(e, source, target, ids) for e in mine] == [_comparable(e) for e in theirs]
+            seen.update([event_type] if mine else [])
+    assert seen == {"training_stats_scalar", "log", "plot"}, "a run's steps report all three"
+
+
+def test_the_pipeline_pages_and_the_loop_page_read_the_same(source, target):
+    ids = ids_of(target)
+    run = source.history["runs"][-1]
+    project = source.project_id(settings.PIPELINE_PROJECT)
+    for path in ("/loop", "/pipelines", f"/pipelines/{project}", f"/pipelines/{project}/experiments/{run}"):
+        mine = source.web_ids(path)
+        assert run in mine or path == "/pipelines", f"{path} does not show the last run"
+        translated_path = re.sub(r"[0-9a-f]{32}", lambda found: ids[found[0]], path)
+        assert {ids.get(found, found) for found in mine} == target.web_ids(translated_path), path
 
 
 def test_a_second_run_adds_nothing(source, target):
@@ -361,9 +384,14 @@ def _events(side: Side, task_id: str, event_type: str) -> list[dict]:
     return answer["events"]
 
 
-def _comparable(event: dict) -> tuple:
-    values = (event.get("metric"), event.get("variant"), event.get("iter"), event.get("value"), event.get("msg"))
-    return (*values, event.get("timestamp"), bool(event.get("plot_str")))
+def _comparable(event: dict, source: Side | None = None, target: Side | None = None, ids=None) -> tuple:
+    """What must survive of an event; a source event's text as it reads on the target (ids and server URLs)."""
+    text = event.get("msg") or event.get("plot_str") or ""
+    if source is not None:
+        text = re.sub(r"[0-9a-f]{32}", lambda found: ids.get(found[0], found[0]), text)
+        text = text.replace(source.server.api_url, target.server.api_url)
+    values = (event.get("metric"), event.get("variant"), event.get("iter"), event.get("value"))
+    return (*values, text, event.get("timestamp"))
 
 
 def _artifact_json(side: Side, task_id: str, key: str) -> dict:
