@@ -314,12 +314,14 @@ class Migration:
     def _create_model(self, model: dict, staging: str) -> None:
         uri = self._copy_file(model["uri"], rewrite=False) if model.get("uri") else ""
         fields = self.translate.value({key: model[key] for key in MODEL_FIELDS if model.get(key)})
+        self._drop_uncopied_link(fields, model, "task")
         created = self.target.call("models.create", name=model["name"], uri=uri, **fields, **_staged(model, staging))
         self.ids.record("models", model["id"], created["id"], SHELL, model["name"])
 
     def _place_model(self, model: dict) -> None:
         target_id = self.ids.target(model["id"])
         fields = self.translate.value({key: model[key] for key in PLACED_MODEL_FIELDS if model.get(key)})
+        self._drop_uncopied_link(fields, model, "parent")
         self.target.call("models.edit", model=target_id, **fields)
         metadata = [self.translate.value(item) for item in (model.get("metadata") or {}).values()]
         if metadata:
@@ -350,6 +352,7 @@ class Migration:
         if source_id in self._resumed and not self._restart(target_id, settled):
             return  # the earlier run had got to its last step
         fields = self.translate.value({key: doc[key] for key in TASK_FIELDS if doc.get(key) is not None})
+        self._drop_uncopied_link(fields, doc, "parent")
         execution = {k: v for k, v in (doc.get("execution") or {}).items() if k not in ("artifacts", "queue")}
         fields["execution"] = self.translate.value(execution)
         destination = (doc.get("output") or {}).get("destination")
@@ -458,6 +461,12 @@ class Migration:
         return new_url, changed
 
     # helpers
+    def _drop_uncopied_link(self, fields: dict, item: dict, key: str) -> None:
+        """A link to an object that is not migrated (outside `--project`) would name nothing on the target."""
+        if item.get(key) and self.ids.target(item[key]) is None:
+            del fields[key]
+            self.report.notes[f"links ({key}) to objects outside the migrated projects dropped"] += 1
+
     def _call(self, kind: str, item: dict, action: str, **body) -> dict:
         try:
             return self.target.call(action, **body)

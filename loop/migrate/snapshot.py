@@ -59,6 +59,12 @@ class Reader:
     def tr(self, value):
         return self.t.value(value) if self.t is not None else value
 
+    def link(self, object_id: str | None) -> str | None:
+        """A link as the copy has it: to the object's copy, or none when the object was not migrated."""
+        if self.t is None or not object_id:
+            return object_id or None
+        return self.t.targets.get(object_id)
+
     def read(self) -> dict:
         from .copier import wanted_project
 
@@ -96,12 +102,13 @@ class Reader:
         status = data.get("status")
         execution = {k: v for k, v in (data.get("execution") or {}).items() if k not in ("artifacts", "queue")}
         fields = {key: data.get(key) for key in TASK_FIELDS} | {"execution": execution}
+        fields = self.tr(fields) | {"parent": self.link(data.get("parent"))}
         record = {
             "name": data.get("name"),
             "project": names.get(data.get("project")),
             "status": self.settled.get(status, "stopped") if self.settled else status,
             "system_tags": sorted(data.get("system_tags") or []),
-            "fields": _digest(self.tr(fields)),
+            "fields": _digest(fields),
             "scalars": _digest(task.get_all_reported_scalars()),
             "scalar_times": _digest(task.get_all_reported_scalars(x_axis="timestamp")),
             "plots": _digest(self.tr([_plot(p) for p in task.get_reported_plots(max_iterations=PLOT_ITERATIONS)])),
@@ -142,7 +149,7 @@ class Reader:
             found[self.tr(raw.id)] = {
                 "name": model.name,
                 "project": names.get(model.project),
-                "task": self.tr(model.task),
+                "task": self.link(model.task),
                 "comment": self.tr(model.comment),
                 "tags": sorted(model.tags or []),
                 "system_tags": sorted(model.system_tags or []),
