@@ -309,6 +309,30 @@ def test_one_project_alone(source, sides):
     assert only.api.call("models.get_all_ex")["models"] == []
 
 
+def test_links_out_of_the_selected_projects_are_left_out(sides, tmp_path):
+    """With `--project`, a task whose parent and a model whose task stay behind arrive without those links (a
+    link would name nothing on the target), say so, and verify."""
+    mixed, copy = new_side(sides, "mixed"), new_side(sides, "mixed-copy")
+    kept, left = (mixed.api.call("projects.create", name=name)["id"] for name in ("kept", "left"))
+    outside = mixed.api.call("tasks.create", name="outside", type="training", project=left)["id"]
+    inside = mixed.api.call("tasks.create", name="inside", type="training", project=kept, parent=outside)["id"]
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"w" * 1000)
+    with weights.open("rb") as handle:
+        uri = mixed.api.upload("kept/weights.bin", handle, "weights.bin")
+    mixed.api.call("models.create", name="m", uri=uri, project=kept, task=outside)
+    result = migrate(mixed, copy, "--project", "kept")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "verified: the target reads as the source" in result.stdout
+    assert "note: links (parent) to objects outside the migrated projects dropped (1)" in result.stdout
+    assert "note: links (task) to objects outside the migrated projects dropped (1)" in result.stdout
+    (task,) = copy.tasks()
+    assert task["name"] == "inside" and not task.get("parent")
+    (model,) = copy.api.call("models.get_all_ex")["models"]
+    assert not model.get("task") and copy.file_sha256(model["uri"]) == mixed.file_sha256(uri)
+    assert ids_of(copy).get(inside) == task["id"]
+
+
 def test_the_dev_stack_on_the_target_serves_the_same_model_and_retrains_there(source, target, sides, tmp_path):
     ids = ids_of(target)
     production = target.production()["id"]
