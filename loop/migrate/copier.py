@@ -338,7 +338,7 @@ class Migration:
             try:
                 self._copy_task(task["id"], target_id)
             except ServerError as error:
-                self._delete_quietly("events.delete_for_task", task=target_id, allow_locked=True)
+                self._call_quietly("events.delete_for_task", task=target_id, allow_locked=True)
                 raise MigrationError(
                     f"task {task['name']!r} ({task['id']}): {error}; its unfinished copy {target_id} is in the "
                     f"hidden project {STAGING_PROJECT} until a new run completes it"
@@ -473,7 +473,7 @@ class Migration:
         except ServerError as error:
             raise MigrationError(f"{kind} {item.get('name')!r} ({item['id']}): {error}") from None
 
-    def _delete_quietly(self, action: str, **body) -> None:
+    def _call_quietly(self, action: str, **body) -> None:
         try:
             self.target.call(action, **body)
         except ServerError as error:

@@ -51,22 +51,6 @@ class IdMap:
         self._targets[source_id] = target_id
         self._states[source_id] = state
 
-    def forget(self, source_id: str) -> None:
-        self._db.execute("DELETE FROM ids WHERE source_id = ?", (source_id,))
-        self._targets.pop(source_id, None)
-        self._states.pop(source_id, None)
-
-    def pairs(self, kind: str, state: str = DONE) -> list[tuple[str, str]]:
-        """(source id, target id) of every `kind` object in `state`."""
-        query = "SELECT source_id, target_id FROM ids WHERE kind = ? AND state = ? ORDER BY rowid"
-        return list(self._db.execute(query, (kind, state)))
-
-    def counts(self) -> dict[tuple[str, str], int]:
-        return {
-            (kind, state): n
-            for kind, state, n in self._db.execute("SELECT kind, state, count(*) FROM ids GROUP BY 1, 2")
-        }
-
     @property
     def targets(self) -> dict[str, str]:
         """Source id -> target id, live (a `Translation` made from it sees later copies)."""
