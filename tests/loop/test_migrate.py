@@ -8,6 +8,7 @@ file order and build on each other's state.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -63,10 +64,12 @@ class Side:
         return self.api.call("tasks.get_all_ex", search_hidden=True, order_by=["created"], **query)["tasks"]
 
     def production(self) -> dict:
-        (model,) = self.api.call("models.get_all_ex", tags=[settings.PRODUCTION_TAG], project=[self.project_id()])[
-            "models"
-        ]
-        return model
+        """The production model as the registry picks it (during a promotion two models carry the tag)."""
+        body = {"tags": [settings.PRODUCTION_TAG], "project": [self.project_id()], "ready": True}
+        tagged = self.api.call("models.get_all_ex", **body)["models"]
+        chosen = registry.pick_production(registry.RegistryModel.from_fields(model) for model in tagged)
+        assert chosen is not None, "no production model"
+        return next(model for model in tagged if model["id"] == chosen.id)
 
     def project_id(self, name: str = settings.PROJECT) -> str:
         found = self.api.call("projects.get_all_ex", name=f"^{re.escape(name)}$", search_hidden=True)["projects"]
@@ -108,7 +111,7 @@ def migrate(source: Side, target: Side, *args: str, timeout: float = MIGRATE_TIM
 
 
 def ids_of(target: Side) -> dict[str, str]:
-    with sqlite3.connect(default_id_map(target.config)) as db:
+    with contextlib.closing(sqlite3.connect(default_id_map(target.config))) as db:
         return dict(db.execute("SELECT source_id, target_id FROM ids WHERE state = 'done'"))
 
 
@@ -248,10 +251,12 @@ def test_a_killed_run_resumes_and_ends_identical(source, target, sides):
     id_map = default_id_map(resumed.config)
 
     def tasks_done() -> int:
-        if not id_map.exists():
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{id_map}?mode=ro", uri=True)) as db:
+                query = "SELECT count(*) FROM ids WHERE kind = 'tasks' AND state = 'done'"
+                return db.execute(query).fetchone()[0]
+        except sqlite3.OperationalError:  # not made yet, or its table not yet
             return 0
-        with sqlite3.connect(id_map) as db:
-            return db.execute("SELECT count(*) FROM ids WHERE kind = 'tasks' AND state = 'done'").fetchone()[0]
 
     try:
         wait_until(lambda: tasks_done() >= 5, 120, "the migration to copy a few tasks", interval=0.01)
