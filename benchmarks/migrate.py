@@ -39,6 +39,7 @@ import psutil
 from PIL import Image
 
 from benchmarks.common import ROOT
+from devstack.processes import environ_without_clearml
 from localserver import start_server_process
 from loop import settings
 from loop.migrate.server import Endpoint, Server
@@ -192,11 +193,7 @@ def make_datasets(versions: int, files: int, folder: Path) -> None:
 def client_env(work: Path, config: Path | None = None) -> dict[str, str]:
     """This environment without the ClearML variables (they would override the configuration files), with a
     HOME of its own (the SDK caches downloads there)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CLEARML_")}
-    env["HOME"] = str(work / "home")
-    if config:
-        env["CLEARML_CONFIG_FILE"] = str(config)
-    return env
+    return environ_without_clearml(HOME=str(work / "home"), **({"CLEARML_CONFIG_FILE": str(config)} if config else {}))
 
 
 # -- the migration ----------------------------------------------------------------------------------------------

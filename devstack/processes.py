@@ -83,6 +83,12 @@ def independent_environ() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in PARENT_TASK_VARIABLES}
 
 
+def environ_without_clearml(**extra: str) -> dict[str, str]:
+    """`independent_environ()` without any ClearML client variable (they would override a child's configuration
+    file), and with `extra`."""
+    return {k: v for k, v in independent_environ().items() if not k.startswith(("CLEARML_", "TRAINS_"))} | extra
+
+
 def run_in_own_group(
     command: Sequence[str], env: dict[str, str], timeout: float, cwd=None
 ) -> subprocess.CompletedProcess:

@@ -24,14 +24,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import posixpath
+import re
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import unquote
 
 from tqdm import tqdm
@@ -137,12 +136,10 @@ class Migration:
         target: Server,
         ids: IdMap,
         projects: Sequence[str] = (),
-        work_dir: Path | None = None,
         progress: bool = True,
     ):
         self.source, self.target, self.ids = source, target, ids
         self.selection = [name.strip("/") for name in projects]
-        self.work_dir = work_dir
         self.progress = progress
         self.translate = Translation(ids.targets, prefixes(source.endpoint, target.endpoint))
         self.report = Report()
@@ -244,39 +241,39 @@ class Migration:
 
     def _find_by_name(self, service: str, name: str, **query) -> str | None:
         found = self.target.call(
-            f"{service}.get_all_ex", name=f"^{_escape(name)}$", only_fields=["id", "name"], **query
+            f"{service}.get_all_ex", name=f"^{re.escape(name)}$", only_fields=["id", "name"], **query
         )
         return next((item["id"] for item in found.get(service) or [] if item["name"] == name), None)
 
     def copy_projects(self, projects: list[dict]) -> None:
-        for project in self._bar(projects, "projects"):
-            if self._done("projects", project["id"]):
-                continue
-            target_id = self._find_by_name("projects", project["name"], search_hidden=True)
-            if target_id is None:
-                fields = {key: project[key] for key in ("description", "system_tags", "tags") if project.get(key)}
-                if project.get("default_output_destination"):
-                    fields["default_output_destination"] = self.translate.text(project["default_output_destination"])
-                target_id = self._call("project", project, "projects.create", name=project["name"], **fields)["id"]
-            self.ids.record("projects", project["id"], target_id, DONE, project["name"])
-            self.report.copied["projects"] += 1
+        def fields(project: dict) -> dict:
+            kept = {key: project[key] for key in ("description", "system_tags", "tags") if project.get(key)}
+            if project.get("default_output_destination"):
+                kept["default_output_destination"] = self.translate.text(project["default_output_destination"])
+            return kept
+
+        self._copy_by_name("projects", projects, fields, search_hidden=True)
 
     def copy_queues(self, queues: list[dict]) -> None:
-        for queue in self._bar(queues, "queues"):
-            if self._done("queues", queue["id"]):
+        tags = ("system_tags", "tags")
+        self._copy_by_name("queues", queues, lambda queue: {key: queue[key] for key in tags if queue.get(key)})
+
+    def _copy_by_name(self, service: str, items: list[dict], fields, **query) -> None:
+        """Map each item to the target's of the same name, creating it (with `fields(item)`) where there is none."""
+        for item in self._bar(items, service):
+            if self._done(service, item["id"]):
                 continue
-            target_id = self._find_by_name("queues", queue["name"])
+            target_id = self._find_by_name(service, item["name"], **query)
             if target_id is None:
-                fields = {key: queue[key] for key in ("system_tags", "tags") if queue.get(key)}
-                target_id = self._call("queue", queue, "queues.create", name=queue["name"], **fields)["id"]
-            self.ids.record("queues", queue["id"], target_id, DONE, queue["name"])
-            self.report.copied["queues"] += 1
+                target_id = self._call(service[:-1], item, f"{service}.create", name=item["name"], **fields(item))["id"]
+            self.ids.record(service, item["id"], target_id, DONE, item["name"])
+            self.report.copied[service] += 1
 
     def _staging_project(self) -> str:
         existing = self._find_by_name("projects", STAGING_PROJECT, search_hidden=True)
         if existing:
             return existing
-        description = "tasks whose migration has begun but not ended; a new run of loop.migrate completes them"
+        description = "tasks and models whose migration has begun but not ended; a new run of loop.migrate ends it"
         return self.target.call("projects.create", name=STAGING_PROJECT, description=description, system_tags=[HIDDEN])[
             "id"
         ]
@@ -444,7 +441,7 @@ class Migration:
             return url, None
         path = self.translate.text(unquote(self.source.object_path(url)))
         changed = None
-        with tempfile.TemporaryFile(dir=self.work_dir) as handle:
+        with tempfile.TemporaryFile() as handle:
             size, _ = self.source.download(url, handle)
             if rewrite and size <= MAX_REWRITTEN_BYTES:
                 handle.seek(0)
@@ -454,8 +451,8 @@ class Migration:
                     handle.seek(0)
                     handle.truncate()
                     handle.write(translated)
-                    changed = hashlib.sha256(translated).hexdigest()
-            self.report.copied["bytes"] += os.fstat(handle.fileno()).st_size
+                    changed, size = hashlib.sha256(translated).hexdigest(), len(translated)
+            self.report.copied["bytes"] += size
             new_url = self.target.upload(path, handle, posixpath.basename(path) or "file")
         self.report.copied["files"] += 1
         return new_url, changed
@@ -512,8 +509,3 @@ def _kind(task: dict) -> str:
 
 def _size(count: int) -> str:
     return f"{count / 1e6:.1f} MB"
-
-
-def _escape(name: str) -> str:
-    """`name` as a literal in the server's name pattern (a regular expression)."""
-    return "".join(f"\\{char}" if char in r".^$*+?{}[]\|()" else char for char in name)

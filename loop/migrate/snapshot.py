@@ -34,15 +34,23 @@ def _digest(value) -> str:
 
 
 def _file_digest(url: str, translate=None) -> str:
+    """SHA-256 of the file at `url`, streamed; with `translate`, of its text translated as the copy translates
+    it (files up to the size the copy rewrites)."""
     from clearml import StorageManager
+
+    from .translate import MAX_REWRITTEN_BYTES
 
     local = StorageManager.get_local_copy(url, extract_archive=False, force_download=True)
     if local is None:
         return f"unreadable: {url}"
-    data = Path(local).read_bytes()
-    if translate is not None:
-        data = translate.content(data)
-    return hashlib.sha256(data).hexdigest()
+    path = Path(local)
+    if translate is not None and path.stat().st_size <= MAX_REWRITTEN_BYTES:
+        return hashlib.sha256(translate.content(path.read_bytes())).hexdigest()
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class Reader:

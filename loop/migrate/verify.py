@@ -4,7 +4,6 @@ side by side), the source as it reads once copied, and every difference listed."
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -13,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loop.errors import StageError
+
+from .idmap import IdMap
+from .server import Endpoint
 
 MAX_LISTED = 20  # differences printed of each kind
 KINDS = ("projects", "queues", "tasks", "models", "creation order", "production")
@@ -100,6 +102,7 @@ def compare(source: dict, target: dict, copies: set[str]) -> Verification:
 
 
 def verify(source_config: Path, target_config: Path, id_map: Path, projects: list[str]) -> Verification:
-    with sqlite3.connect(id_map) as db:
-        copies = {target_id for (target_id,) in db.execute("SELECT target_id FROM ids")}
+    ids = IdMap(id_map, Endpoint.from_config(source_config).api, Endpoint.from_config(target_config).api)
+    copies = set(ids.targets.values())
+    ids.close()
     return compare(*snapshots(source_config, target_config, id_map, projects), copies)

@@ -25,7 +25,7 @@ import requests
 
 from common.waiting import wait_until
 from devstack import agents
-from devstack.processes import free_port, independent_environ, run_in_own_group
+from devstack.processes import environ_without_clearml, free_port, run_in_own_group
 from localserver import start_server_process
 from localserver.limits import Limits
 from loop import registry, settings, webpage
@@ -93,16 +93,11 @@ class Side:
         self.server.stop()
 
 
-def bare_env(**extra: str) -> dict[str, str]:
-    """This process's environment without the session server's client variables (and with `extra`)."""
-    return {k: v for k, v in independent_environ().items() if not k.startswith(("CLEARML_", "TRAINS_"))} | extra
-
-
 def migrate(source: Side, target: Side, *args: str, timeout: float = MIGRATE_TIMEOUT) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "loop.migrate", "--from", str(source.config), "--to", str(target.config)]
     return subprocess.run(
         [*command, "--quiet", *args],
-        env=bare_env(),
+        env=environ_without_clearml(),
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -242,7 +237,7 @@ def test_a_killed_run_resumes_and_ends_identical(source, target, sides):
     command = [sys.executable, "-m", "loop.migrate", "--from", str(source.config), "--to", str(resumed.config)]
     run = subprocess.Popen(
         [*command, "--quiet", "--no-verify"],
-        env=bare_env(),
+        env=environ_without_clearml(),
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -345,7 +340,7 @@ def test_the_dev_stack_on_the_target_serves_the_same_model_and_retrains_there(so
     app_port = free_port()
     home = tmp_path / "home"
     home.mkdir()
-    env = bare_env(CLEARML_CONFIG_FILE=str(target.config), HOME=str(home), CLEARML_TASK_NO_REUSE="1")
+    env = environ_without_clearml(CLEARML_CONFIG_FILE=str(target.config), HOME=str(home), CLEARML_TASK_NO_REUSE="1")
     log = tmp_path / "devstack.log"
     stack = subprocess.Popen(
         [sys.executable, "-m", "devstack", "run", "--data-dir", str(tmp_path / "data"), "--app-port", str(app_port)]
